@@ -35,16 +35,25 @@ pub enum Error {
 impl Error {
     /// An [`Error::Io`] that names the path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// An [`Error::Config`] for `key`.
     pub fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Config { key: key.into(), reason: reason.into() }
+        Error::Config {
+            key: key.into(),
+            reason: reason.into(),
+        }
     }
 
     /// An [`Error::Data`] for `path`.
     pub fn data(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::Data { path: path.into(), reason: reason.into() }
+        Error::Data {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 }

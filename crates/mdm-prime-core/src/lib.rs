@@ -21,11 +21,13 @@
 
 pub mod error;
 pub mod noise;
+pub mod objective;
 pub mod schedule;
 pub mod subtoken;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+pub use objective::Objective;
 pub use schedule::Schedule;
 pub use subtoken::Codec;
 pub use tokenizer::{Tokenizer, TokenizerKind};

@@ -21,7 +21,10 @@ pub fn noise_batch(
     t: &[f64],
     rng: &mut impl Rng,
 ) -> Result<Vec<u32>> {
-    if t.is_empty() || y0.len() % t.len() != 0 || (y0.len() / t.len()) % codec.ell() != 0 {
+    if t.is_empty()
+        || !y0.len().is_multiple_of(t.len())
+        || !(y0.len() / t.len()).is_multiple_of(codec.ell())
+    {
         return Err(Error::Value(format!(
             "noise_batch: {} sub-tokens do not split into {} sequences of whole tokens (ell = {})",
             y0.len(),
@@ -63,11 +66,18 @@ mod tests {
             let seq = &yt[k * per..(k + 1) * per];
             let clean = &y0[k * per..(k + 1) * per];
             // Every position is either the clean digit or the mask.
-            assert!(seq.iter().zip(clean).all(|(&y, &c)| y == c || y == codec.mask_id()));
+            assert!(
+                seq.iter()
+                    .zip(clean)
+                    .all(|(&y, &c)| y == c || y == codec.mask_id())
+            );
             let rate = seq.iter().filter(|&&y| y == codec.mask_id()).count() as f64 / per as f64;
             let p = s.mask_prob(ts);
             let sd = (p * (1.0 - p) / per as f64).sqrt();
-            assert!((rate - p).abs() <= 5.0 * sd + 1e-12, "t={ts}: rate {rate} vs {p}");
+            assert!(
+                (rate - p).abs() <= 5.0 * sd + 1e-12,
+                "t={ts}: rate {rate} vs {p}"
+            );
         }
     }
 
@@ -96,7 +106,10 @@ mod tests {
         let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
         // Exact value with the cut-offs: ∫_ε^1 (1/t)·0.999 t·ℓ dt / (1 − ε) = 0.999 ℓ.
         let expect = 0.999 * ell as f64;
-        assert!((mean - expect).abs() < 5.0 * (var / n).sqrt(), "{mean} vs {expect}");
+        assert!(
+            (mean - expect).abs() < 5.0 * (var / n).sqrt(),
+            "{mean} vs {expect}"
+        );
     }
 
     #[test]

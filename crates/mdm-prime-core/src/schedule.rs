@@ -111,7 +111,11 @@ pub fn sample_times(rng: &mut impl Rng, n: usize, antithetic: bool, eps: f64) ->
     (0..n)
         .map(|k| {
             let u: f64 = rng.random();
-            let u = if antithetic { (u / n as f64 + k as f64 / n as f64) % 1.0 } else { u };
+            let u = if antithetic {
+                (u / n as f64 + k as f64 / n as f64) % 1.0
+            } else {
+                u
+            };
             (1.0 - eps) * u + eps
         })
         .collect()

@@ -43,8 +43,8 @@ pub fn base_for(vocab_size: u64, ell: usize) -> Result<u32> {
             u32::MAX
         )));
     }
-    let ell_u32 = u32::try_from(ell)
-        .map_err(|_| Error::Codec(format!("ell = {ell} is far too large")))?;
+    let ell_u32 =
+        u32::try_from(ell).map_err(|_| Error::Codec(format!("ell = {ell} is far too large")))?;
     // `reaches(b)`: b^ℓ ≥ V (saturating, so an overflowing power also "reaches").
     let reaches = |b: u64| b.saturating_pow(ell_u32) >= vocab_size;
     let (mut lo, mut hi) = (2u64, vocab_size.max(2));
@@ -78,7 +78,12 @@ impl Codec {
                 rest /= base as u64;
             }
         }
-        Ok(Codec { vocab_size, ell, base, digits })
+        Ok(Codec {
+            vocab_size,
+            ell,
+            base,
+            digits,
+        })
     }
 
     /// Number of token classes V.
@@ -135,7 +140,11 @@ impl Codec {
         let mut code = 0u64;
         for (j, &d) in digits.iter().enumerate() {
             if d >= self.base {
-                let what = if d == self.mask_id() { "masked" } else { "out of range" };
+                let what = if d == self.mask_id() {
+                    "masked"
+                } else {
+                    "out of range"
+                };
                 return Err(Error::Value(format!(
                     "digit {j} is {d} ({what}); a decodable digit is < base {}",
                     self.base
@@ -149,7 +158,7 @@ impl Codec {
     /// Decodes a token-major digit sequence back into token ids. Errors on a masked or
     /// out-of-range digit, on an invalid code ≥ V, or on a length that is not a multiple of ℓ.
     pub fn decode(&self, digits: &[u32]) -> Result<Vec<u32>> {
-        if digits.len() % self.ell != 0 {
+        if !digits.len().is_multiple_of(self.ell) {
             return Err(Error::Value(format!(
                 "{} digits is not a whole number of tokens of ell = {} digits",
                 digits.len(),
@@ -183,7 +192,9 @@ impl Codec {
     /// A fully masked token allows all V classes; a fully revealed valid token exactly one.
     pub fn allowed(&self, yt: &[u32]) -> Result<Vec<bool>> {
         self.check_masked_token(yt)?;
-        Ok((0..self.vocab_size).map(|x| self.is_consistent(x, yt)).collect())
+        Ok((0..self.vocab_size)
+            .map(|x| self.is_consistent(x, yt))
+            .collect())
     }
 
     /// Sets the logits of tokens inconsistent with `yt` to −∞ (the carry-over filter, §5.1).
@@ -370,7 +381,11 @@ mod tests {
         let m = c.mask_id();
         let count = |yt: &[u32]| c.allowed(yt).unwrap().iter().filter(|&&a| a).count();
         assert_eq!(count(&[m, m]), 50257, "fully masked allows all V");
-        assert_eq!(count(&[223, 81]), 1, "fully revealed allows exactly one class");
+        assert_eq!(
+            count(&[223, 81]),
+            1,
+            "fully revealed allows exactly one class"
+        );
         assert_eq!(count(&[223, m]), 82, "codes 50175..50256");
         let allowed = c.allowed(&[223, m]).unwrap();
         assert!(allowed[50175] && allowed[50256] && !allowed[50174]);
@@ -397,16 +412,46 @@ mod tests {
 
     #[test]
     fn invalid_inputs_are_errors_not_panics() {
-        assert!(Codec::new(1, 2).unwrap_err().to_string().contains("at least 2"));
+        assert!(
+            Codec::new(1, 2)
+                .unwrap_err()
+                .to_string()
+                .contains("at least 2")
+        );
         assert!(Codec::new(0, 2).is_err());
-        assert!(Codec::new(256, 0).unwrap_err().to_string().contains("ell = 0"));
+        assert!(
+            Codec::new(256, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("ell = 0")
+        );
         let overflow = Codec::new(50257, 64).unwrap_err().to_string();
         assert!(overflow.contains("overflows"), "{overflow}");
         let c = gpt2(2);
-        assert!(c.encode(&[50257]).unwrap_err().to_string().contains("out of range"));
-        assert!(c.decode(&[225, 0]).unwrap_err().to_string().contains("masked"));
-        assert!(c.decode(&[300, 0]).unwrap_err().to_string().contains("out of range"));
-        assert!(c.decode(&[224, 224]).unwrap_err().to_string().contains("not a token"));
+        assert!(
+            c.encode(&[50257])
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
+        assert!(
+            c.decode(&[225, 0])
+                .unwrap_err()
+                .to_string()
+                .contains("masked")
+        );
+        assert!(
+            c.decode(&[300, 0])
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
+        assert!(
+            c.decode(&[224, 224])
+                .unwrap_err()
+                .to_string()
+                .contains("not a token")
+        );
         assert!(c.decode(&[1, 2, 3]).is_err());
         assert!(c.allowed(&[226, 0]).is_err());
         assert!(c.allowed(&[0]).is_err());

@@ -102,9 +102,9 @@ impl Tokenizer {
         }
         match self {
             Tokenizer::Bytes => Ok(ids.iter().map(|&x| x as u8).collect()),
-            Tokenizer::Gpt2(bpe) => {
-                bpe.decode_bytes(ids).map_err(|e| Error::Tokenizer(format!("{e:?}")))
-            }
+            Tokenizer::Gpt2(bpe) => bpe
+                .decode_bytes(ids)
+                .map_err(|e| Error::Tokenizer(format!("{e:?}"))),
         }
     }
 

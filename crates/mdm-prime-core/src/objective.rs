@@ -1,0 +1,35 @@
+//! Which training/evaluation objective (spec §4). The tensor implementations live in the
+//! `mdm-prime` crate (`objective.rs`); this enum is what configs and reports name.
+
+use serde::{Deserialize, Serialize};
+
+/// The two per-token objectives of spec §4.5. Both equal MDLM's objective when ℓ = 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// The paper's token-joint objective (§4.1–4.2): `−log p_θ(x₀ⁱ | y_t) · w(t)` for every
+    /// token. **Not an upper bound on the NLL when ℓ > 1** (§4.5); it can fall below the entropy.
+    Paper,
+    /// The valid sub-token bound (§4.5): `Σ_{j masked} −log p̄_θ(y₀^{i,j} | y_t) · w(t)`, with
+    /// `p̄` the digit marginal. This is what perplexity is reported from.
+    Elbo,
+}
+
+impl Objective {
+    /// The label used in reports.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Objective::Paper => "paper objective (not a bound when ell > 1)",
+            Objective::Elbo => "sub-token ELBO (valid bound)",
+        }
+    }
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Objective::Paper => "paper",
+            Objective::Elbo => "elbo",
+        })
+    }
+}

@@ -1,0 +1,302 @@
+//! The two objectives of spec §4 on tensors: what training minimises and evaluation reports.
+//!
+//! Both take the model's logits over V (or the shared filtered [`PrimeTables::log_probs`]),
+//! the noised sub-tokens `y_t`, the clean tokens `x₀` and the per-sequence loss weight
+//! `w(t) = −α'_t/(1 − α_t)` (= 1/t for the log-linear schedule), and return weighted nats per
+//! token, `[B, L]`. The per-token objective is their mean over tokens.
+//!
+//! - [`Objective::Paper`]: `−log p_θ(x₀ⁱ | y_t) · w` for every token (§4.1–4.2).
+//! - [`Objective::Elbo`]: `Σ_{j : y_t^{i,j} = m} −log p̄_θ(y₀^{i,j} | y_t) · w` (§4.5), the
+//!   valid bound.
+//!
+//! With ℓ = 1 both reduce to MDLM's SUBS objective: `−log p_θ(x₀ⁱ | x_t)/t` on masked tokens,
+//! 0 on revealed ones (with carry-over).
+
+use burn::tensor::{Int, Tensor, TensorData};
+use mdm_prime_core::{Objective, Schedule};
+
+use crate::prime::PrimeTables;
+
+/// Weighted nats per token under `objective`.
+///
+/// # Shapes
+/// `log_probs: [B, L, V]` (from [`PrimeTables::log_probs`]), `yt: [B, L, ℓ]`, `x0: [B, L]`,
+/// `weight: [B]` → `[B, L]`.
+pub fn token_terms(
+    objective: Objective,
+    tables: &PrimeTables,
+    log_probs: Tensor<3>,
+    yt: Tensor<3, Int>,
+    x0: Tensor<2, Int>,
+    weight: Tensor<1>,
+) -> Tensor<2> {
+    let [b, l] = x0.dims();
+    let weight = weight.reshape([b, 1]);
+    match objective {
+        Objective::Paper => {
+            let lp = log_probs.gather(2, x0.reshape([b, l, 1])).reshape([b, l]);
+            -lp * weight
+        }
+        Objective::Elbo => {
+            let y0 = tables.clean_digits(x0);
+            let masked = yt.equal_elem(tables.codec().mask_id() as i64).float();
+            let marg = tables.digit_log_marginals_at(log_probs, y0);
+            -(marg * masked).sum_dim(2).reshape([b, l]) * weight
+        }
+    }
+}
+
+/// Logits in, weighted nats per token out: [`PrimeTables::log_probs`] then [`token_terms`].
+///
+/// # Shapes
+/// `logits: [B, L, V]`, `yt: [B, L, ℓ]`, `x0: [B, L]`, `weight: [B]` → `[B, L]`.
+#[allow(clippy::too_many_arguments)]
+pub fn objective_from_logits(
+    objective: Objective,
+    tables: &PrimeTables,
+    logits: Tensor<3>,
+    yt: Tensor<3, Int>,
+    x0: Tensor<2, Int>,
+    weight: Tensor<1>,
+    carry_over: bool,
+) -> Tensor<2> {
+    let log_probs = tables.log_probs(logits, yt.clone(), carry_over);
+    token_terms(objective, tables, log_probs, yt, x0, weight)
+}
+
+/// The loss weights `w(t)` of a batch of times, as a device tensor `[B]`.
+pub fn loss_weights(schedule: &Schedule, t: &[f64], device: &burn::tensor::Device) -> Tensor<1> {
+    let w: Vec<f32> = t.iter().map(|&t| schedule.loss_weight(t) as f32).collect();
+    Tensor::from_data(TensorData::new(w, [t.len()]), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+    use mdm_prime_core::Codec;
+    use mdm_prime_core::schedule::gauss_legendre_01;
+
+    fn int3(v: Vec<i64>, dims: [usize; 3], d: &Device) -> Tensor<3, Int> {
+        Tensor::from_data(TensorData::new(v, dims), d)
+    }
+
+    /// Exact value of both objectives for a single token with no context and the Bayes-optimal
+    /// model (spec §4.5): integrate over t ∈ [0, 1] by Gauss–Legendre (the integrand is a
+    /// polynomial in t of degree < ℓ), enumerate all 2^ℓ mask patterns and every x₀, and call the
+    /// production filter, objective and schedule on the whole enumeration as one batch.
+    fn exact_objectives(p: &[f64], ell: usize, carry_over: bool) -> (f64, f64) {
+        let d = Device::default();
+        let v = p.len();
+        let codec = Codec::new(v as u32, ell).unwrap();
+        let tables = PrimeTables::new(&codec, &d);
+        let schedule = Schedule::LINEAR;
+        let nodes = gauss_legendre_01(12);
+        let (mut yt, mut x0, mut logits, mut t, mut mass) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for &(tq, wq) in &nodes {
+            for pattern in 0..1usize << ell {
+                let n_masked = pattern.count_ones() as i32;
+                let m = schedule.mask_prob(tq);
+                let p_pattern = m.powi(n_masked) * (1.0 - m).powi(ell as i32 - n_masked);
+                for (x, &px) in p.iter().enumerate() {
+                    if px == 0.0 {
+                        continue;
+                    }
+                    let digits = codec.digits(x as u32).unwrap();
+                    let yt_x: Vec<i64> = (0..ell)
+                        .map(|j| {
+                            if pattern >> j & 1 == 1 {
+                                codec.mask_id() as i64
+                            } else {
+                                digits[j] as i64
+                            }
+                        })
+                        .collect();
+                    // Bayes-optimal model: the true posterior p(z | y_t) ∝ p(z)·[z agrees with y_t].
+                    let post: Vec<f64> = (0..v)
+                        .map(|z| {
+                            let dz = codec.digits(z as u32).unwrap();
+                            let agrees =
+                                (0..ell).all(|j| pattern >> j & 1 == 1 || dz[j] == digits[j]);
+                            if agrees { p[z] } else { 0.0 }
+                        })
+                        .collect();
+                    let zsum: f64 = post.iter().sum();
+                    logits.extend(post.iter().map(|&q| (q / zsum).ln() as f32));
+                    yt.extend(yt_x);
+                    x0.push(x as i64);
+                    t.push(tq);
+                    mass.push(wq * p_pattern * px);
+                }
+            }
+        }
+        let n = x0.len();
+        let yt = int3(yt, [n, 1, ell], &d);
+        let x0 = Tensor::<2, Int>::from_data(TensorData::new(x0, [n, 1]), &d);
+        let logits = Tensor::<3>::from_data(TensorData::new(logits, [n, 1, v]), &d);
+        let w = loss_weights(&schedule, &t, &d);
+        let eval = |obj| {
+            let terms = objective_from_logits(
+                obj,
+                &tables,
+                logits.clone(),
+                yt.clone(),
+                x0.clone(),
+                w.clone(),
+                carry_over,
+            );
+            let terms: Vec<f32> = terms.try_into_vec_as().unwrap();
+            terms
+                .iter()
+                .zip(&mass)
+                .map(|(&a, &m)| a as f64 * m)
+                .sum::<f64>()
+        };
+        (eval(Objective::Paper), eval(Objective::Elbo))
+    }
+
+    fn entropy(p: &[f64]) -> f64 {
+        p.iter().filter(|&&q| q > 0.0).map(|&q| -q * q.ln()).sum()
+    }
+
+    #[test]
+    #[allow(clippy::approx_constant)] // 0.693147 is the spec's printed value, checked as printed
+    fn correlated_digits_paper_is_half_the_entropy() {
+        // V = 4, ℓ = 2, b = 2, p = [.5, 0, 0, .5]: digits perfectly correlated.
+        for carry_over in [true, false] {
+            let (paper, elbo) = exact_objectives(&[0.5, 0.0, 0.0, 0.5], 2, carry_over);
+            assert!((paper - 0.346574).abs() < 1e-5, "paper {paper}");
+            assert!((elbo - 0.693147).abs() < 1e-5, "elbo {elbo}");
+            assert!((elbo - entropy(&[0.5, 0.5])).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn uniform_tokens_both_equal_the_entropy() {
+        let (paper, elbo) = exact_objectives(&[0.25; 4], 2, true);
+        assert!((paper - 1.386294).abs() < 1e-5, "paper {paper}");
+        assert!((elbo - 1.386294).abs() < 1e-5, "elbo {elbo}");
+    }
+
+    #[test]
+    fn seven_tokens_three_digits() {
+        let p = [0.3, 0.05, 0.05, 0.2, 0.1, 0.1, 0.2];
+        for carry_over in [true, false] {
+            let (paper, elbo) = exact_objectives(&p, 3, carry_over);
+            assert!((paper - 1.573574).abs() < 1e-5, "paper {paper}");
+            assert!((elbo - 1.765057).abs() < 1e-5, "elbo {elbo}");
+            assert!((elbo - entropy(&p)).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn ell_one_both_objectives_equal_mdlm() {
+        // ℓ = 1 with V = 5: MDLM's SUBS loss is −log softmax(logits)[x₀]/t on masked tokens and
+        // 0 on revealed ones (carry-over). Computed here by hand from the same logits.
+        let d = Device::default();
+        let (b, l, v) = (3, 4, 5);
+        let codec = Codec::new(v as u32, 1).unwrap();
+        assert_eq!(codec.mask_id(), 5);
+        let tables = PrimeTables::new(&codec, &d);
+        let logits: Vec<f32> = (0..b * l * v)
+            .map(|k| ((k * 7919 % 23) as f32 - 11.0) / 5.0)
+            .collect();
+        let x0: Vec<i64> = (0..b * l).map(|k| (k * 3 % v) as i64).collect();
+        let yt: Vec<i64> = x0
+            .iter()
+            .enumerate()
+            .map(|(k, &x)| if k % 3 == 0 { x } else { 5 })
+            .collect();
+        let t = [0.2, 0.5, 0.9];
+        let mut expect = vec![0.0f64; b * l];
+        for k in 0..b * l {
+            if yt[k] == 5 {
+                let row = &logits[k * v..(k + 1) * v];
+                let lse = row.iter().map(|&z| (z as f64).exp()).sum::<f64>().ln();
+                expect[k] = -(row[x0[k] as usize] as f64 - lse) / t[k / l];
+            }
+        }
+        let logits_t = Tensor::<3>::from_data(TensorData::new(logits, [b, l, v]), &d);
+        let yt_t = int3(yt, [b, l, 1], &d);
+        let x0_t = Tensor::<2, Int>::from_data(TensorData::new(x0, [b, l]), &d);
+        let w = loss_weights(&Schedule::default(), &t, &d);
+        for obj in [Objective::Paper, Objective::Elbo] {
+            let got: Vec<f32> = objective_from_logits(
+                obj,
+                &tables,
+                logits_t.clone(),
+                yt_t.clone(),
+                x0_t.clone(),
+                w.clone(),
+                true,
+            )
+            .try_into_vec_as()
+            .unwrap();
+            for (g, e) in got.iter().zip(&expect) {
+                assert!((*g as f64 - e).abs() < 1e-5, "{obj}: {got:?} vs {expect:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn filter_matches_the_scalar_codec_and_marginals_match_scatter_add() {
+        let d = Device::default();
+        let codec = Codec::new(50, 3).unwrap(); // b = 4, 64 codes, 14 invalid
+        let tables = PrimeTables::new(&codec, &d);
+        let m = codec.mask_id() as i64;
+        let cases: Vec<[i64; 3]> = vec![
+            [m, m, m],
+            [2, m, m],
+            [m, 1, m],
+            [3, 0, m],
+            [1, 2, 3],
+            [m, m, 2],
+        ];
+        let n = cases.len();
+        let yt = int3(cases.iter().flatten().copied().collect(), [n, 1, 3], &d);
+        let allowed: Vec<bool> = tables.consistent(yt.clone()).try_into_vec_as().unwrap();
+        for (k, case) in cases.iter().enumerate() {
+            let yt_k: Vec<u32> = case.iter().map(|&y| y as u32).collect();
+            assert_eq!(
+                &allowed[k * 50..(k + 1) * 50],
+                codec.allowed(&yt_k).unwrap().as_slice()
+            );
+        }
+        // Digit log-marginals at x₀'s digits vs the scalar scatter-add, on a softmax of
+        // arbitrary logits without the filter.
+        let logits: Vec<f32> = (0..n * 50).map(|k| ((k * 31 % 17) as f32) / 4.0).collect();
+        let lp = tables.log_probs(
+            Tensor::from_data(TensorData::new(logits, [n, 1, 50]), &d),
+            yt,
+            false,
+        );
+        let probs: Vec<f32> = lp.clone().exp().try_into_vec_as().unwrap();
+        let x0: Vec<u32> = (0..n as u32).map(|k| k * 7 % 50).collect();
+        let y0 = int3(
+            codec
+                .encode(&x0)
+                .unwrap()
+                .iter()
+                .map(|&y| y as i64)
+                .collect(),
+            [n, 1, 3],
+            &d,
+        );
+        let got: Vec<f32> = tables
+            .digit_log_marginals_at(lp, y0)
+            .try_into_vec_as()
+            .unwrap();
+        for k in 0..n {
+            let p: Vec<f64> = probs[k * 50..(k + 1) * 50]
+                .iter()
+                .map(|&q| q as f64)
+                .collect();
+            let marg = codec.digit_marginals(&p).unwrap();
+            for (j, &dj) in codec.digits(x0[k]).unwrap().iter().enumerate() {
+                let want = marg[j * 4 + dj as usize].ln();
+                assert!((got[k * 3 + j] as f64 - want).abs() < 1e-5, "k={k} j={j}");
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The sub-tokenizer on tensors: the consistency filter ("carry-over", spec §5.1), the filtered
+//! log-probabilities that the loss and the sampler share, and digit log-marginals (§4.5).
+//!
+//! Everything is built from the core crate's [`Codec`] digit table, so the tensor and the slice
+//! versions cannot drift apart (and are tested against each other).
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use mdm_prime_core::Codec;
+
+/// The codec's V × ℓ digit table as a device tensor, plus the scalars the filter needs.
+#[derive(Debug, Clone)]
+pub struct PrimeTables {
+    codec: Codec,
+    /// Digit j of token x, as `[ℓ, 1, 1, V]` rows ready to broadcast against `[B, L, V]`.
+    digit_rows: Vec<Tensor<1, Int>>,
+}
+
+impl PrimeTables {
+    /// Uploads the digit table of `codec` to `device`.
+    pub fn new(codec: &Codec, device: &Device) -> Self {
+        let (v, ell) = (codec.vocab_size() as usize, codec.ell());
+        let table = codec.digit_table();
+        let digit_rows = (0..ell)
+            .map(|j| {
+                let col: Vec<i64> = (0..v).map(|x| table[x * ell + j] as i64).collect();
+                Tensor::<1, Int>::from_data(TensorData::new(col, [v]), device)
+            })
+            .collect();
+        PrimeTables {
+            codec: codec.clone(),
+            digit_rows,
+        }
+    }
+
+    /// The scalar codec these tables were built from.
+    pub fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    /// Digit `j` of every token, broadcast to `[B, L, V]`.
+    fn digit_plane(&self, j: usize, dims: [usize; 3]) -> Tensor<3, Int> {
+        self.digit_rows[j]
+            .clone()
+            .reshape([1, 1, dims[2]])
+            .expand(dims)
+    }
+
+    /// The clean digits `y₀ = f(x₀)` of a batch of tokens, gathered from the digit table.
+    ///
+    /// # Shapes
+    /// `x0: [B, L]` → `[B, L, ℓ]`.
+    pub fn clean_digits(&self, x0: Tensor<2, Int>) -> Tensor<3, Int> {
+        let [b, l] = x0.dims();
+        let flat = x0.reshape([b * l]);
+        let cols = self
+            .digit_rows
+            .iter()
+            .map(|row| row.clone().select(0, flat.clone()).reshape([b, l, 1]))
+            .collect();
+        Tensor::cat(cols, 2)
+    }
+
+    /// `allowed[b, i, x]`: token x agrees with every revealed digit of `yt[b, i, :]` (§5.1).
+    ///
+    /// # Shapes
+    /// `yt: [B, L, ℓ]` → `[B, L, V]`.
+    pub fn consistent(&self, yt: Tensor<3, Int>) -> Tensor<3, Bool> {
+        let [b, l, ell] = yt.dims();
+        assert_eq!(
+            ell,
+            self.codec.ell(),
+            "yt has {ell} digits per token, codec ell = {}",
+            self.codec.ell()
+        );
+        let dims = [b, l, self.codec.vocab_size() as usize];
+        let mask_id = self.codec.mask_id() as i64;
+        let mut allowed: Option<Tensor<3, Bool>> = None;
+        for j in 0..ell {
+            let yj = yt.clone().narrow(2, j, 1); // [B, L, 1]
+            let ok = self
+                .digit_plane(j, dims)
+                .equal(yj.clone().expand(dims))
+                .bool_or(yj.equal_elem(mask_id).expand(dims));
+            allowed = Some(match allowed {
+                None => ok,
+                Some(a) => a.bool_and(ok),
+            });
+        }
+        allowed.expect("ell ≥ 1 is checked by Codec::new")
+    }
+
+    /// The one place logits become log-probabilities: `log p_θ(x | y_t)` over V (§5.1).
+    ///
+    /// With `carry_over`, tokens inconsistent with the revealed digits get −∞ before the
+    /// log-softmax, so a fully revealed token has log-probability exactly 0 on its own class.
+    /// Without it, a plain log-softmax over all V.
+    ///
+    /// # Shapes
+    /// `logits: [B, L, V]`, `yt: [B, L, ℓ]` → `[B, L, V]`.
+    pub fn log_probs(&self, logits: Tensor<3>, yt: Tensor<3, Int>, carry_over: bool) -> Tensor<3> {
+        let logits = if carry_over {
+            logits.mask_fill(self.consistent(yt).bool_not(), f32::NEG_INFINITY)
+        } else {
+            logits
+        };
+        log_softmax(logits, 2)
+    }
+
+    /// `log p̄_j(y0[b,i,j] | y_t)`: the log-marginal of each digit at its clean value (§4.5),
+    /// `log Σ_{x : digit(x, j) = y0_j} p(x)`, as a log-sum-exp over the tokens with that digit.
+    ///
+    /// # Shapes
+    /// `log_probs: [B, L, V]`, `y0: [B, L, ℓ]` (clean digits) → `[B, L, ℓ]`.
+    pub fn digit_log_marginals_at(&self, log_probs: Tensor<3>, y0: Tensor<3, Int>) -> Tensor<3> {
+        let [b, l, ell] = y0.dims();
+        let dims = [b, l, self.codec.vocab_size() as usize];
+        let cols: Vec<Tensor<3>> = (0..ell)
+            .map(|j| {
+                let other = self
+                    .digit_plane(j, dims)
+                    .not_equal(y0.clone().narrow(2, j, 1).expand(dims));
+                logsumexp_last(log_probs.clone().mask_fill(other, f32::NEG_INFINITY))
+            })
+            .collect();
+        Tensor::cat(cols, 2)
+    }
+}
+
+/// `log Σ_k exp(x[.., k])` over the last dim, kept as size 1, stable for −∞ entries
+/// (at least one entry of each row must be finite).
+pub fn logsumexp_last(x: Tensor<3>) -> Tensor<3> {
+    let max = x.clone().max_dim(2).detach();
+    (x - max.clone()).exp().sum_dim(2).log() + max
+}
