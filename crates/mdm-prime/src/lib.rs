@@ -7,4 +7,4 @@
 pub use mdm_prime_core as core;
 
 pub mod objective;
-pub mod prime;
+pub mod subtoken;

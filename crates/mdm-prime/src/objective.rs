@@ -15,7 +15,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use mdm_prime_core::{Objective, Schedule};
 
-use crate::prime::PrimeTables;
+use crate::subtoken::PrimeTables;
 
 /// Weighted nats per token under `objective`.
 ///
