@@ -19,9 +19,12 @@
 //! Time convention: t = 0 clean, t = 1 fully masked; `α_t` is the unmasked probability.
 //! Section numbers (§) refer to the project's method specification.
 
+pub mod config;
+pub mod data;
 pub mod error;
 pub mod noise;
 pub mod objective;
+pub mod plot;
 pub mod schedule;
 pub mod subtoken;
 pub mod tokenizer;

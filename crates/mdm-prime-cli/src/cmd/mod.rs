@@ -1,12 +1,17 @@
 //! One module per subcommand; each turns parsed arguments into library calls.
 
+mod eval;
+mod run;
 mod subtokens;
+mod train;
 
 use crate::args::{Cli, Command};
 
 /// Dispatches a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Subtokens(args) => subtokens::run(args),
     }
 }

@@ -1,0 +1,112 @@
+//! `mdm-prime eval`: the valid bound (elbo) in nats/token, bits/token and perplexity with its
+//! Monte-Carlo standard error, the paper's objective under its own name, and the unigram floor.
+
+use anyhow::Context;
+use burn::module::Module;
+use burn::tensor::Device;
+use mdm_prime::checkpoint::{RunDir, load_module};
+use mdm_prime::eval::{EvalReport, EvalSettings, evaluate};
+use mdm_prime::model::Dit;
+use mdm_prime::subtoken::PrimeTables;
+use mdm_prime_core::data::unigram_nll;
+
+use super::run::{bar, load_data, run_config};
+use crate::args::EvalArgs;
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let run = RunDir::new(&args.run);
+    let cfg = run_config(&run, &args.overrides, &["eval"])?;
+    let codec = cfg.codec()?;
+    let device = Device::default();
+    let model = load_module(Dit::new(&cfg.model, &codec, &device), &run.ema())
+        .with_context(|| format!("loading the EMA weights of {}", run.root.display()))?
+        .valid();
+    let tables = PrimeTables::new(&codec, &device);
+
+    // The run's own corpus gives the training split (for the unigram floor) and, by default,
+    // the validation blocks.
+    let (train_data, _) = load_data(&cfg, &cfg.data.source)?;
+    let (blocks, label): (Vec<&[u32]>, String);
+    let other;
+    match &args.data {
+        None => {
+            blocks = (0..train_data.n_val())
+                .map(|i| train_data.val_block(i))
+                .collect();
+            label = format!("{} (validation split)", train_data.source);
+        }
+        Some(source) => {
+            other = load_data(&cfg, source)?.0;
+            blocks = (0..other.n_train())
+                .map(|i| other.train_block(i))
+                .chain((0..other.n_val()).map(|i| other.val_block(i)))
+                .collect();
+            label = format!("{} (all blocks)", other.source);
+        }
+    }
+    let blocks: Vec<&[u32]> = match cfg.eval.max_sequences {
+        0 => blocks,
+        n => blocks.into_iter().take(n).collect(),
+    };
+    let eval_tokens: Vec<u32> = blocks.concat();
+    let unigram = unigram_nll(&train_data.train, &eval_tokens, codec.vocab_size());
+
+    let settings = EvalSettings {
+        time_draws: cfg.eval.time_draws,
+        batch_size: cfg.eval.batch_size,
+        carry_over: cfg.prime.carry_over,
+        sampling_eps: cfg.train.sampling_eps,
+        seed: cfg.seed,
+    };
+    let pb = bar(
+        blocks.len() as u64,
+        "eval {pos}/{len} sequences [{bar:30}] ETA {eta}",
+    );
+    let report = evaluate(
+        &model,
+        &tables,
+        &codec,
+        &cfg.schedule,
+        &blocks,
+        &settings,
+        &device,
+        &mut |done, _| pb.set_position(done as u64),
+    )?;
+    pb.finish_and_clear();
+
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["unigram_nats_per_token"] = unigram.into();
+        v["unigram_ppl"] = unigram.exp().into();
+        v["data"] = label.into();
+        v["ell"] = codec.ell().into();
+        println!("{v}");
+    } else {
+        println!(
+            "{label}: {} sequences × {} tokens, {} time draws each, EMA weights of {}",
+            report.sequences,
+            cfg.data.seq_len,
+            report.time_draws,
+            run.root.display()
+        );
+        print_report(&report, unigram);
+    }
+    Ok(())
+}
+
+/// The human-readable report.
+pub fn print_report(r: &EvalReport, unigram_nats: f64) {
+    println!(
+        "  elbo (valid bound):      {:.4} ± {:.4} nats/token = {:.4} bits/token, perplexity ≤ {:.3}",
+        r.elbo_nats_per_token, r.elbo_stderr, r.elbo_bits_per_token, r.elbo_ppl
+    );
+    println!(
+        "  paper objective (not a bound when ell > 1): {:.4} ± {:.4} nats/token (exp = {:.3})",
+        r.paper_objective_nats_per_token, r.paper_objective_stderr, r.paper_objective_ppl
+    );
+    println!(
+        "  unigram baseline (training-split frequencies): {:.4} nats/token, perplexity {:.3}",
+        unigram_nats,
+        unigram_nats.exp()
+    );
+}

@@ -1,0 +1,63 @@
+//! What `train`, `eval` and `sample` share: the built-in preset, loading a run's config and data,
+//! progress bars.
+
+use std::path::Path;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use mdm_prime::checkpoint::RunDir;
+use mdm_prime_core::Tokenizer;
+use mdm_prime_core::config::RunConfig;
+use mdm_prime_core::data::{CorpusSource, Dataset, load_dataset};
+
+/// configs/cpu.toml, compiled in so that `mdm-prime train` works from any directory.
+pub const CPU_PRESET: &str = include_str!("../../../../configs/cpu.toml");
+
+/// Loads (or reads from cache) the corpus `source` with the run's tokenizer and block length.
+pub fn load_data(cfg: &RunConfig, source: &str) -> anyhow::Result<(Dataset, Tokenizer)> {
+    let tokenizer = Tokenizer::new(cfg.data.tokenizer)?;
+    let src = CorpusSource::parse(source)?;
+    let cache = (!cfg.data.cache_dir.is_empty()).then(|| Path::new(&cfg.data.cache_dir));
+    let data = load_dataset(
+        &src,
+        &tokenizer,
+        cfg.data.seq_len,
+        cfg.data.val_fraction,
+        cache,
+    )
+    .with_context(|| format!("loading corpus {}", src.describe()))?;
+    Ok((data, tokenizer))
+}
+
+/// Reads a run directory's resolved config, with `overrides` restricted to `allowed` sections.
+pub fn run_config(
+    run: &RunDir,
+    overrides: &[String],
+    allowed: &[&str],
+) -> anyhow::Result<RunConfig> {
+    for o in overrides {
+        let section = o.split(['.', '=']).next().unwrap_or("");
+        anyhow::ensure!(
+            allowed.contains(&section),
+            "--set {o}: only {} keys can change for a trained run (the rest would not match its weights)",
+            allowed.join(", ")
+        );
+    }
+    anyhow::ensure!(
+        run.config().exists(),
+        "{} is not a run directory (no config.toml); train one with `mdm-prime train`",
+        run.root.display()
+    );
+    Ok(RunConfig::load(&run.config(), overrides)?)
+}
+
+/// A progress bar on stderr.
+pub fn bar(len: u64, template: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb
+}

@@ -1,0 +1,181 @@
+//! `mdm-prime train`: resolve the config, load the data, train with a progress bar, and print the
+//! validation numbers at the end. Ctrl-C saves a checkpoint before exiting.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use burn::tensor::Device;
+use mdm_prime::checkpoint::RunDir;
+use mdm_prime::train::{self, TrainEvent, Trainer};
+use mdm_prime_core::config::RunConfig;
+
+use super::eval::print_report;
+use super::run::{CPU_PRESET, bar, load_data};
+use crate::args::TrainArgs;
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let mut overrides = Vec::new();
+    if let Some(name) = &args.name {
+        overrides.push(format!("name={}", toml_string(name)));
+    }
+    if let Some(steps) = args.steps {
+        overrides.push(format!("train.steps={steps}"));
+    }
+    if let Some(seed) = args.seed {
+        overrides.push(format!("seed={seed}"));
+    }
+    if let Some(data) = &args.data {
+        overrides.push(format!("data.source={}", toml_string(data)));
+    }
+    overrides.extend(args.overrides.iter().cloned());
+
+    // The config: an explicit preset, else the run's own config on --resume, else the CPU preset.
+    let guess_dir = args.run_dir.clone();
+    let cfg = match (&args.config, args.resume, &guess_dir) {
+        (Some(path), _, _) => RunConfig::load(path, &overrides)?,
+        (None, true, Some(dir)) if RunDir::new(dir).config().exists() => {
+            RunConfig::load(&RunDir::new(dir).config(), &overrides)?
+        }
+        _ => {
+            let base = RunConfig::from_toml_str(CPU_PRESET, "configs/cpu.toml", &overrides)?;
+            let dir = RunDir::new(format!("runs/{}", base.name));
+            if args.resume && args.config.is_none() && dir.config().exists() {
+                RunConfig::load(&dir.config(), &overrides)?
+            } else {
+                base
+            }
+        }
+    };
+    let run = RunDir::new(
+        args.run_dir
+            .clone()
+            .unwrap_or_else(|| format!("runs/{}", cfg.name).into()),
+    );
+
+    let (data, _) = load_data(&cfg, &cfg.data.source)?;
+    eprintln!(
+        "data: {} — {} tokens, {} train / {} validation blocks of {} ({}){}",
+        data.source,
+        data.n_tokens,
+        data.n_train(),
+        data.n_val(),
+        data.seq_len,
+        cfg.data.tokenizer,
+        if data.from_cache { ", from cache" } else { "" }
+    );
+    let unigram = data.unigram_baseline();
+
+    let device = Device::default();
+    let mut trainer = Trainer::open(&cfg, run.clone(), args.resume, &device)
+        .with_context(|| format!("opening run directory {}", run.root.display()))?;
+    let codec = cfg.codec()?;
+    eprintln!(
+        "model: ell = {}, base = {}, D = {}, {} layers, {} heads; objective {}; run dir {}",
+        codec.ell(),
+        codec.base(),
+        cfg.model.d_model,
+        cfg.model.n_layers,
+        cfg.model.n_heads,
+        cfg.train.objective,
+        run.root.display()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond Ctrl-C: exiting without saving");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\nCtrl-C: finishing this step and saving a checkpoint (Ctrl-C again to abort)"
+            );
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+
+    let pb = bar(
+        cfg.train.steps,
+        "{spinner} step {pos}/{len} [{bar:30}] {msg} ETA {eta}",
+    );
+    if args.quiet {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let quiet = args.quiet;
+    let outcome = train::run(&mut trainer, &data, &stop, &mut |ev| match ev {
+        TrainEvent::Start {
+            step,
+            params,
+            resumed,
+            ..
+        } => {
+            pb.set_position(*step);
+            pb.reset_eta();
+            let what = if *resumed {
+                "resuming at"
+            } else {
+                "starting at"
+            };
+            pb.println(format!("{params} parameters; {what} step {step}"));
+        }
+        TrainEvent::Step {
+            step,
+            loss,
+            lr,
+            grad_norm,
+            tokens_per_s,
+        } => {
+            pb.set_position(*step);
+            pb.set_message(format!(
+                "loss {loss:.4} lr {lr:.2e} |g| {grad_norm:.2} {tokens_per_s:.0} tok/s"
+            ));
+            if quiet && step % cfg.train.log_every == 0 {
+                eprintln!(
+                    "step {step} loss {loss:.4} lr {lr:.2e} grad_norm {grad_norm:.3} {tokens_per_s:.0} tok/s"
+                );
+            }
+        }
+        TrainEvent::Eval { step, report } => pb.println(format!(
+            "step {step}: val elbo {:.4} nats/token (ppl {:.3}), paper objective {:.4}",
+            report.elbo_nats_per_token, report.elbo_ppl, report.paper_objective_nats_per_token
+        )),
+        TrainEvent::Checkpoint { .. } => {}
+    })?;
+    pb.finish_and_clear();
+
+    if outcome.interrupted {
+        eprintln!(
+            "interrupted at step {}; checkpoint saved in {}. Continue with: mdm-prime train --run-dir {} --resume",
+            outcome.step,
+            run.root.display(),
+            run.root.display()
+        );
+        std::process::exit(130);
+    }
+    println!(
+        "trained {} steps; run directory {}",
+        outcome.step,
+        run.root.display()
+    );
+    if let Some(report) = &outcome.last_eval {
+        println!(
+            "validation ({} of {} blocks, EMA weights):",
+            report.sequences,
+            data.n_val()
+        );
+        print_report(report, unigram);
+    }
+    println!(
+        "next: mdm-prime eval --run {} (full validation set); loss curve: {}",
+        run.root.display(),
+        run.loss_plot().display()
+    );
+    Ok(())
+}
+
+/// Quotes a string as a TOML literal for an override.
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}

@@ -1,0 +1,583 @@
+//! Run configuration: TOML presets, `--set section.key=value` overrides, validation.
+//!
+//! Resolved in stages (house style §4.4): read the TOML into a table → apply overrides →
+//! deserialise with `deny_unknown_fields` (a misspelt key is an error naming it) → validate
+//! cross-field rules → write the resolved config, every default explicit, into the run dir.
+//! Derived quantities (the base b, mask ids) are never configured.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::objective::Objective;
+use crate::schedule::Schedule;
+use crate::subtoken::Codec;
+use crate::tokenizer::TokenizerKind;
+
+/// Everything a run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Run name: the run directory is `runs/<name>` unless `--run-dir` is given.
+    pub name: String,
+    /// Seed for initialisation, data order, masking, times and dropout.
+    pub seed: u64,
+    pub data: DataConfig,
+    pub prime: PrimeConfig,
+    pub model: ModelConfig,
+    pub schedule: Schedule,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+}
+
+/// `[data]`: corpus, tokenizer and blocks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// `moby-dick` (embedded), a text file, a folder of `.txt` files, or a `.jsonl` file.
+    pub source: String,
+    /// `bytes` or `gpt2`.
+    pub tokenizer: TokenizerKind,
+    /// Tokens per block L (BOS + L−2 tokens + EOS, spec §8.1).
+    pub seq_len: usize,
+    /// Fraction of blocks held out for validation (the last ones).
+    pub val_fraction: f64,
+    /// Where tokenised corpora are cached (empty = no cache).
+    pub cache_dir: String,
+}
+
+/// `[prime]`: the sub-tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrimeConfig {
+    /// Sub-tokens per token ℓ; 1 = plain MDLM. The base is derived.
+    pub ell: usize,
+    /// The consistency filter (§5.1) in training, evaluation and sampling.
+    pub carry_over: bool,
+}
+
+/// `[model]`: the DiT denoiser (spec §6.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Hidden width D; must be divisible by ℓ (each sub-token gets D/ℓ) and by n_heads.
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    /// Width of the conditioning vector c.
+    pub cond_dim: usize,
+    /// MLP width = mlp_ratio · D.
+    pub mlp_ratio: usize,
+    pub dropout: f64,
+    /// Feed σ(t) to the network (off in the paper: c is a learned constant).
+    pub time_conditioning: bool,
+}
+
+/// `[train]`: optimisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// `paper` (the paper's objective) or `elbo` (the valid sub-token bound).
+    pub objective: Objective,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Sequences per optimiser step (split into `grad_accum` micro-batches).
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    pub warmup_steps: u64,
+    /// `constant` (after warm-up) or `cosine` (to `min_lr` at `steps`).
+    pub lr_schedule: LrSchedule,
+    pub min_lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub adam_eps: f64,
+    pub weight_decay: f64,
+    /// Global-norm gradient clipping threshold (0 = off).
+    pub grad_clip: f64,
+    /// EMA decay, with warm-up `min(decay, (1+n)/(10+n))`.
+    pub ema_decay: f64,
+    /// Antithetic (stratified) time sampling (§3.2).
+    pub antithetic: bool,
+    /// Lower end of training times.
+    pub sampling_eps: f64,
+    pub log_every: u64,
+    /// Validation every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Validation sequences used during training (0 = all).
+    pub eval_sequences: usize,
+    pub checkpoint_every: u64,
+    /// Stop after this many seconds of training (0 = no limit); a checkpoint is written.
+    pub time_limit_s: u64,
+}
+
+/// Learning-rate schedule after the linear warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    Constant,
+    Cosine,
+}
+
+/// `[eval]`: likelihood evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Monte-Carlo draws of (t, mask) per sequence, stratified in t.
+    pub time_draws: usize,
+    pub batch_size: usize,
+    /// Evaluate at most this many sequences (0 = all).
+    pub max_sequences: usize,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            name: "run".into(),
+            seed: 1,
+            data: DataConfig::default(),
+            prime: PrimeConfig::default(),
+            model: ModelConfig::default(),
+            schedule: Schedule::default(),
+            train: TrainConfig::default(),
+            eval: EvalConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            source: "moby-dick".into(),
+            tokenizer: TokenizerKind::Bytes,
+            seq_len: 128,
+            val_fraction: 0.05,
+            cache_dir: ".cache/mdm-prime".into(),
+        }
+    }
+}
+
+impl Default for PrimeConfig {
+    fn default() -> Self {
+        PrimeConfig {
+            ell: 2,
+            carry_over: true,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    /// The paper's "small" sizes are D 768, 12 layers, 12 heads (configs/owt-small.toml);
+    /// the default is a CPU-sized model.
+    fn default() -> Self {
+        ModelConfig {
+            d_model: 256,
+            n_layers: 4,
+            n_heads: 4,
+            cond_dim: 128,
+            mlp_ratio: 4,
+            dropout: 0.1,
+            time_conditioning: false,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            objective: Objective::Paper,
+            steps: 1000,
+            batch_size: 16,
+            grad_accum: 1,
+            lr: 3e-4,
+            warmup_steps: 100,
+            lr_schedule: LrSchedule::Constant,
+            min_lr: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            adam_eps: 1e-8,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            ema_decay: 0.9999,
+            antithetic: true,
+            sampling_eps: 1e-3,
+            log_every: 10,
+            eval_every: 0,
+            eval_sequences: 64,
+            checkpoint_every: 500,
+            time_limit_s: 0,
+        }
+    }
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            time_draws: 4,
+            batch_size: 16,
+            max_sequences: 0,
+        }
+    }
+}
+
+/// The top-level sections and keys, for error messages.
+const SECTIONS: [&str; 6] = ["data", "prime", "model", "schedule", "train", "eval"];
+
+impl RunConfig {
+    /// Parses TOML text (a preset or a run's `config.toml`), applies `overrides`
+    /// (`section.key=value`) and validates.
+    pub fn from_toml_str(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Error::config(origin, e.to_string()))?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let cfg: RunConfig = RunConfig::deserialize(toml::Value::Table(table))
+            .map_err(|e| Error::config(origin, e.to_string().trim().to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a TOML file, applies overrides and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml_str(&text, &path.display().to_string(), overrides)
+    }
+
+    /// The resolved config as TOML, every default explicit.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::config("<config>", e.to_string()))
+    }
+
+    /// The sub-tokenizer this config describes.
+    pub fn codec(&self) -> Result<Codec> {
+        let v = match self.data.tokenizer {
+            TokenizerKind::Bytes => 256,
+            TokenizerKind::Gpt2 => 50257,
+        };
+        Codec::new(v, self.prime.ell).map_err(|e| Error::config("prime.ell", e.to_string()))
+    }
+
+    /// Cross-field rules; each error names the key and the fix.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        let err = |k: &str, r: String| Err(Error::config(k, r));
+        self.codec()?;
+        self.schedule.validate()?;
+        if m.d_model == 0
+            || m.n_layers == 0
+            || m.n_heads == 0
+            || m.cond_dim == 0
+            || m.mlp_ratio == 0
+        {
+            return err(
+                "model",
+                "d_model, n_layers, n_heads, cond_dim and mlp_ratio must be ≥ 1".into(),
+            );
+        }
+        if m.d_model % self.prime.ell != 0 {
+            return err(
+                "model.d_model",
+                format!(
+                    "{} is not divisible by prime.ell = {}: each sub-token embedding gets D/ell \
+                     dims (spec §6.1); pick d_model as a multiple of ell",
+                    m.d_model, self.prime.ell
+                ),
+            );
+        }
+        if m.d_model % m.n_heads != 0 || (m.d_model / m.n_heads) % 2 != 0 {
+            return err(
+                "model.n_heads",
+                format!(
+                    "d_model = {} must split into n_heads = {} heads of an even width (rotary)",
+                    m.d_model, m.n_heads
+                ),
+            );
+        }
+        if !(0.0..1.0).contains(&m.dropout) {
+            return err("model.dropout", format!("{} is outside [0, 1)", m.dropout));
+        }
+        if self.data.seq_len < 3 {
+            return err(
+                "data.seq_len",
+                "must be ≥ 3 (BOS + at least one token + EOS)".into(),
+            );
+        }
+        if !(self.data.val_fraction > 0.0 && self.data.val_fraction < 1.0) {
+            return err(
+                "data.val_fraction",
+                format!("{} is outside (0, 1)", self.data.val_fraction),
+            );
+        }
+        let t = &self.train;
+        if t.batch_size == 0 || t.grad_accum == 0 || t.batch_size % t.grad_accum != 0 {
+            return err(
+                "train.batch_size",
+                format!(
+                    "{} must be a positive multiple of train.grad_accum = {}",
+                    t.batch_size, t.grad_accum
+                ),
+            );
+        }
+        if t.steps == 0 {
+            return err("train.steps", "must be ≥ 1".into());
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) || t.min_lr < 0.0 || t.min_lr > t.lr {
+            return err(
+                "train.lr",
+                format!(
+                    "lr = {} and min_lr = {} need 0 ≤ min_lr ≤ lr, lr > 0",
+                    t.lr, t.min_lr
+                ),
+            );
+        }
+        if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) || t.adam_eps <= 0.0 {
+            return err(
+                "train.beta1",
+                "need 0 ≤ beta1, beta2 < 1 and adam_eps > 0".into(),
+            );
+        }
+        if !(0.0..1.0).contains(&t.ema_decay) {
+            return err(
+                "train.ema_decay",
+                format!("{} is outside [0, 1)", t.ema_decay),
+            );
+        }
+        if !(0.0..1.0).contains(&t.sampling_eps) {
+            return err(
+                "train.sampling_eps",
+                format!("{} is outside [0, 1)", t.sampling_eps),
+            );
+        }
+        if t.grad_clip < 0.0 || t.weight_decay < 0.0 {
+            return err(
+                "train.grad_clip",
+                "grad_clip and weight_decay must be ≥ 0".into(),
+            );
+        }
+        if t.log_every == 0 || t.checkpoint_every == 0 {
+            return err(
+                "train.log_every",
+                "log_every and checkpoint_every must be ≥ 1".into(),
+            );
+        }
+        if self.eval.time_draws == 0 || self.eval.batch_size == 0 {
+            return err(
+                "eval.time_draws",
+                "time_draws and batch_size must be ≥ 1".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The keys whose values make a trained model's weights meaningless if changed: compare a
+    /// stored run config with a new one and name every difference (empty = compatible).
+    pub fn architecture_differences(&self, other: &RunConfig) -> Vec<String> {
+        let mut diffs = Vec::new();
+        let mut check = |key: &str, a: String, b: String| {
+            if a != b {
+                diffs.push(format!("{key}: {a} (run) vs {b} (new)"));
+            }
+        };
+        check(
+            "data.tokenizer",
+            self.data.tokenizer.to_string(),
+            other.data.tokenizer.to_string(),
+        );
+        check(
+            "data.seq_len",
+            self.data.seq_len.to_string(),
+            other.data.seq_len.to_string(),
+        );
+        check(
+            "prime.ell",
+            self.prime.ell.to_string(),
+            other.prime.ell.to_string(),
+        );
+        check(
+            "prime.carry_over",
+            self.prime.carry_over.to_string(),
+            other.prime.carry_over.to_string(),
+        );
+        let (a, b) = (&self.model, &other.model);
+        check(
+            "model.d_model",
+            a.d_model.to_string(),
+            b.d_model.to_string(),
+        );
+        check(
+            "model.n_layers",
+            a.n_layers.to_string(),
+            b.n_layers.to_string(),
+        );
+        check(
+            "model.n_heads",
+            a.n_heads.to_string(),
+            b.n_heads.to_string(),
+        );
+        check(
+            "model.cond_dim",
+            a.cond_dim.to_string(),
+            b.cond_dim.to_string(),
+        );
+        check(
+            "model.mlp_ratio",
+            a.mlp_ratio.to_string(),
+            b.mlp_ratio.to_string(),
+        );
+        check(
+            "model.time_conditioning",
+            a.time_conditioning.to_string(),
+            b.time_conditioning.to_string(),
+        );
+        check(
+            "schedule",
+            format!("{:?}", self.schedule),
+            format!("{:?}", other.schedule),
+        );
+        diffs
+    }
+}
+
+/// Applies one `section.key=value` override to a raw TOML table. The value is parsed as a TOML
+/// literal (`3e-4`, `true`, `"x"`), falling back to a bare string (`gpt2`).
+pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (path, raw) = assignment.split_once('=').ok_or_else(|| {
+        Error::config(
+            assignment,
+            "an override is written section.key=value, e.g. train.lr=1e-3",
+        )
+    })?;
+    let path = path.trim();
+    let value = format!("v = {}", raw.trim())
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let keys: Vec<&str> = path.split('.').collect();
+    match keys.as_slice() {
+        [key] => {
+            table.insert(key.to_string(), value);
+        }
+        [section, key] => {
+            if !SECTIONS.contains(section) {
+                return Err(Error::config(
+                    path,
+                    format!(
+                        "unknown section `{section}`; sections are {}",
+                        SECTIONS.join(", ")
+                    ),
+                ));
+            }
+            let sec = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match sec {
+                toml::Value::Table(t) => {
+                    t.insert(key.to_string(), value);
+                }
+                _ => return Err(Error::config(*section, "is not a table")),
+            }
+        }
+        _ => {
+            return Err(Error::config(
+                path,
+                "an override key is `key` or `section.key`",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_parses_and_validates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                RunConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(
+            n >= 2,
+            "expected the cpu and owt-small presets in {}",
+            dir.display()
+        );
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let cfg = RunConfig::default();
+        let text = cfg.to_toml().unwrap();
+        assert_eq!(RunConfig::from_toml_str(&text, "t", &[]).unwrap(), cfg);
+    }
+
+    #[test]
+    fn overrides_are_typed_and_applied() {
+        let o = |s: &str| s.to_string();
+        let cfg = RunConfig::from_toml_str(
+            "",
+            "t",
+            &[
+                o("train.lr=1e-3"),
+                o("data.tokenizer=gpt2"),
+                o("prime.ell=4"),
+                o("seed=7"),
+                o("schedule.kind=polynomial"),
+                o("schedule.n=2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.train.lr, 1e-3);
+        assert_eq!(cfg.data.tokenizer, TokenizerKind::Gpt2);
+        assert_eq!(cfg.codec().unwrap().base(), 15);
+        assert_eq!(cfg.seed, 7);
+        assert_eq!(cfg.schedule, Schedule::Polynomial { n: 2.0 });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_combinations_name_the_key() {
+        let e = |text: &str, o: &[&str]| {
+            let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            RunConfig::from_toml_str(text, "t", &o)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(e("[train]\nlrr = 1.0\n", &[]).contains("lrr"));
+        assert!(e("", &["train.lrr=1"]).contains("lrr"));
+        assert!(e("", &["trian.lr=1"]).contains("trian"));
+        assert!(
+            e("base = 3\n", &[]).contains("base"),
+            "the base is derived, never set"
+        );
+        assert!(e("", &["train.lr"]).contains("section.key=value"));
+        assert!(e("", &["prime.ell=3", "model.d_model=256"]).contains("model.d_model"));
+        assert!(e("", &["model.n_heads=3"]).contains("model.n_heads"));
+        assert!(e("", &["prime.ell=0"]).contains("prime.ell"));
+        assert!(e("", &["train.batch_size=10", "train.grad_accum=4"]).contains("train.batch_size"));
+        assert!(e("", &["data.tokenizer=bpe"]).contains("bpe"));
+        assert!(e("", &["data.seq_len=2"]).contains("data.seq_len"));
+        assert!(e("", &["schedule.eps=2"]).contains("schedule.eps"));
+        assert!(e("[train\n", &[]).contains("t"));
+    }
+
+    #[test]
+    fn architecture_differences_are_named() {
+        let a = RunConfig::default();
+        let mut b = a.clone();
+        b.model.n_layers = 6;
+        b.train.lr = 1.0; // not an architecture key
+        let d = a.architecture_differences(&b);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].starts_with("model.n_layers"));
+    }
+}

@@ -1,0 +1,45 @@
+//! Token blocks → a noised batch of tensors (spec §3): x₀, y_t, t and the loss weights.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use mdm_prime_core::noise::noise_batch;
+use mdm_prime_core::{Codec, Schedule};
+use rand::Rng;
+
+use crate::Result;
+use crate::objective::loss_weights;
+
+/// One noised batch on a device.
+#[derive(Debug, Clone)]
+pub struct NoisedBatch {
+    /// Clean tokens `[B, L]`.
+    pub x0: Tensor<2, Int>,
+    /// Noised sub-tokens `[B, L, ℓ]`.
+    pub yt: Tensor<3, Int>,
+    /// One time per sequence.
+    pub t: Vec<f64>,
+    /// `w(t)` per sequence, `[B]`.
+    pub weight: Tensor<1>,
+}
+
+/// Encodes `blocks` (each L tokens), masks each sub-token with probability `1 − α(t[s])`, and
+/// uploads the result.
+pub fn noised_batch(
+    codec: &Codec,
+    schedule: &Schedule,
+    blocks: &[&[u32]],
+    t: Vec<f64>,
+    rng: &mut impl Rng,
+    device: &Device,
+) -> Result<NoisedBatch> {
+    let (b, l) = (blocks.len(), blocks.first().map_or(0, |x| x.len()));
+    let x0: Vec<u32> = blocks.concat();
+    let y0 = codec.encode(&x0)?;
+    let yt = noise_batch(codec, schedule, &y0, &t, rng)?;
+    let to_i64 = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<_>>();
+    Ok(NoisedBatch {
+        x0: Tensor::from_data(TensorData::new(to_i64(x0), [b, l]), device),
+        yt: Tensor::from_data(TensorData::new(to_i64(yt), [b, l, codec.ell()]), device),
+        weight: loss_weights(schedule, &t, device),
+        t,
+    })
+}

@@ -1,0 +1,286 @@
+//! Run directories and checkpoints (house style §4.5).
+//!
+//! ```text
+//! runs/<name>/
+//!   config.toml          resolved config, every default explicit
+//!   version.txt          the code version that made the run
+//!   model.safetensors    training weights (parameter paths as tensor names)
+//!   ema.safetensors      EMA weights: what eval and sample load
+//!   optim.safetensors    AdamW moments `exp_avg/<path>`, `exp_avg_sq/<path>`; metadata `step`
+//!   state.json           step, tokens seen, elapsed time
+//!   metrics.jsonl        one JSON object per log / validation event
+//!   loss.png             the loss curve
+//! ```
+//! Every file is written to `<file>.tmp` and renamed into place, so a crash never leaves half a
+//! checkpoint; the state file is renamed last, so it never names weights that are not there.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::optim::AdamW;
+use crate::params::{map_params, named_params};
+
+/// Format version written into every safetensors header.
+pub const FORMAT_VERSION: &str = "1";
+
+/// The version of this code, recorded in every run directory.
+pub fn code_version() -> String {
+    format!(
+        "mdm-prime {} (git {})",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("MDM_PRIME_GIT").unwrap_or("unknown")
+    )
+}
+
+/// Progress that is not in the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Completed optimiser steps.
+    pub step: u64,
+    pub tokens_seen: u64,
+    pub elapsed_s: f64,
+    pub code_version: String,
+}
+
+/// Paths of one run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunDir { root: root.into() }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn model(&self) -> PathBuf {
+        self.root.join("model.safetensors")
+    }
+    pub fn ema(&self) -> PathBuf {
+        self.root.join("ema.safetensors")
+    }
+    pub fn optim(&self) -> PathBuf {
+        self.root.join("optim.safetensors")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn loss_plot(&self) -> PathBuf {
+        self.root.join("loss.png")
+    }
+    pub fn version(&self) -> PathBuf {
+        self.root.join("version.txt")
+    }
+
+    /// Whether a checkpoint (a state file) exists here.
+    pub fn has_checkpoint(&self) -> bool {
+        self.state().exists()
+    }
+
+    /// Reads `state.json`.
+    pub fn read_state(&self) -> Result<TrainState, Error> {
+        let path = self.state();
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::checkpoint(&path, format!("unreadable: {e}")))
+    }
+
+    /// Writes `state.json` atomically.
+    pub fn write_state(&self, state: &TrainState) -> Result<(), Error> {
+        let json = serde_json::to_vec_pretty(state)
+            .map_err(|e| Error::checkpoint(self.state(), e.to_string()))?;
+        write_atomic(&self.state(), &json)
+    }
+}
+
+/// Writes `bytes` to `path` through `<path>.tmp` + fsync + rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+fn f32_bytes(t: &Tensor<1>) -> Vec<u8> {
+    let v: Vec<f32> = t.clone().try_into_vec_as().expect("float tensor readback");
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Serialises named flat tensors (with their shapes) and metadata to safetensors bytes.
+fn serialize(
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>, String> {
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+}
+
+/// Saves every float parameter of `module` (names = parameter paths) to a safetensors file,
+/// atomically, with `metadata` plus `format_version` and `code_version`.
+pub fn save_module<M: Module>(
+    module: &M,
+    path: &Path,
+    mut metadata: HashMap<String, String>,
+) -> Result<(), Error> {
+    let tensors: Vec<_> = named_params(module)
+        .into_iter()
+        .map(|p| {
+            let bytes = f32_bytes(&p.value);
+            (p.path, p.shape, bytes)
+        })
+        .collect();
+    metadata.insert("format_version".into(), FORMAT_VERSION.into());
+    metadata.insert("code_version".into(), code_version());
+    let bytes = serialize(&tensors, metadata).map_err(|e| Error::checkpoint(path, e))?;
+    write_atomic(path, &bytes)
+}
+
+/// The tensors of a safetensors file as `name → (shape, values)`, plus its metadata.
+type Loaded = (
+    HashMap<String, (Vec<usize>, Vec<f32>)>,
+    HashMap<String, String>,
+);
+
+/// Reads a safetensors file written by this project. A missing, truncated or foreign file is an
+/// error naming the path.
+pub fn read_safetensors(path: &Path) -> Result<Loaded, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        Error::checkpoint(
+            path,
+            format!("not a readable safetensors file ({e}); it may be truncated"),
+        )
+    })?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(Error::checkpoint(
+                path,
+                format!("tensor {name} is {:?}, expected F32", view.dtype()),
+            ));
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(name, (view.shape().to_vec(), values));
+    }
+    Ok((out, metadata))
+}
+
+/// Loads a module's parameters from a file written by [`save_module`]: every parameter must be
+/// present with its shape, and the file must hold nothing else; otherwise an error lists what
+/// differs (usually a run made with another architecture).
+pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, Error> {
+    let (mut tensors, _) = read_safetensors(path)?;
+    let expected = named_params(&module);
+    let mut problems = Vec::new();
+    for p in &expected {
+        match tensors.get(&p.path) {
+            None => problems.push(format!("missing {}", p.path)),
+            Some((shape, _)) if *shape != p.shape => {
+                problems.push(format!("{}: file {:?}, model {:?}", p.path, shape, p.shape))
+            }
+            _ => {}
+        }
+    }
+    let known: std::collections::HashSet<&str> = expected.iter().map(|p| p.path.as_str()).collect();
+    problems.extend(
+        tensors
+            .keys()
+            .filter(|k| !known.contains(k.as_str()))
+            .map(|k| format!("unexpected {k}")),
+    );
+    if !problems.is_empty() {
+        problems.sort();
+        let shown: Vec<_> = problems.iter().take(6).cloned().collect();
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "does not fit this model ({} problems: {}{}); was it made with another config?",
+                problems.len(),
+                shown.join("; "),
+                if problems.len() > 6 { "; …" } else { "" }
+            ),
+        ));
+    }
+    Ok(map_params(module, &mut |name, current| {
+        let (_, values) = tensors.remove(name)?;
+        let n = values.len();
+        Some(Tensor::from_data(
+            TensorData::new(values, [n]),
+            &current.device(),
+        ))
+    }))
+}
+
+/// Saves AdamW's moments and step count.
+pub fn save_optimizer(opt: &AdamW, path: &Path) -> Result<(), Error> {
+    let mut tensors = Vec::new();
+    let mut names: Vec<&String> = opt.moments.keys().collect();
+    names.sort();
+    for name in names {
+        let (m, v) = &opt.moments[name];
+        let n = m.dims()[0];
+        tensors.push((format!("exp_avg/{name}"), vec![n], f32_bytes(m)));
+        tensors.push((format!("exp_avg_sq/{name}"), vec![n], f32_bytes(v)));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("step".to_string(), opt.step.to_string());
+    meta.insert("format_version".into(), FORMAT_VERSION.into());
+    let bytes = serialize(&tensors, meta).map_err(|e| Error::checkpoint(path, e))?;
+    write_atomic(path, &bytes)
+}
+
+/// Restores AdamW's moments and step count into `opt` (whose hyper-parameters come from the
+/// config).
+pub fn load_optimizer(opt: &mut AdamW, path: &Path, device: &Device) -> Result<(), Error> {
+    let (tensors, meta) = read_safetensors(path)?;
+    opt.step = meta
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::checkpoint(path, "no `step` in the metadata"))?;
+    opt.moments.clear();
+    let mk = |v: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
+    for (name, (_, m)) in &tensors {
+        if let Some(param) = name.strip_prefix("exp_avg/") {
+            let (_, v) = tensors
+                .get(&format!("exp_avg_sq/{param}"))
+                .ok_or_else(|| Error::checkpoint(path, format!("exp_avg_sq/{param} is missing")))?;
+            opt.moments.insert(param.to_string(), (mk(m), mk(v)));
+        }
+    }
+    Ok(())
+}

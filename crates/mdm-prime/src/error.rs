@@ -1,0 +1,31 @@
+//! The error type of the burn crate: the core's errors plus checkpoint problems.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in training, evaluation, sampling and checkpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] mdm_prime_core::Error),
+    /// A checkpoint or run directory that cannot be used.
+    #[error("{path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    /// Training was asked to stop (Ctrl-C) and stopped cleanly after saving.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn checkpoint(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Checkpoint {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Core(mdm_prime_core::Error::io(path, source))
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

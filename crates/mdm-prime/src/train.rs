@@ -1,0 +1,421 @@
+//! The training loop (spec §3.2, §8.1): antithetic times, sub-token masking, objective `paper`
+//! or `elbo`, gradient accumulation, global-norm clipping, AdamW, warm-up LR, EMA, periodic
+//! validation and atomic checkpoints, exact resume.
+//!
+//! Reproducibility: every random draw of step n (batch choice, times, masks, dropout) comes from
+//! generators seeded by `(seed, n)`, so a run resumed from a checkpoint at step k continues
+//! exactly as if it had never stopped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use mdm_prime_core::config::RunConfig;
+use mdm_prime_core::data::Dataset;
+use mdm_prime_core::schedule::sample_times;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::json;
+
+use crate::batch::noised_batch;
+use crate::checkpoint::{self, RunDir, TrainState, code_version};
+use crate::eval::{EvalReport, EvalSettings, evaluate};
+use crate::model::Dit;
+use crate::objective::token_terms;
+use crate::optim::{AdamW, clip_factor, ema_decay, ema_update, global_norm, learning_rate};
+use crate::params::{grads_by_path, materialize};
+use crate::subtoken::PrimeTables;
+use crate::{Error, Result};
+
+/// What the loop reports as it goes.
+#[derive(Debug, Clone)]
+pub enum TrainEvent {
+    /// The run starts (or resumes) at `step` of `total`.
+    Start {
+        step: u64,
+        total: u64,
+        params: usize,
+        resumed: bool,
+    },
+    /// After every optimiser step.
+    Step {
+        step: u64,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        tokens_per_s: f64,
+    },
+    /// A validation pass finished.
+    Eval { step: u64, report: EvalReport },
+    /// A checkpoint was written.
+    Checkpoint { step: u64 },
+}
+
+/// How a training run ended.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub step: u64,
+    pub interrupted: bool,
+    pub last_eval: Option<EvalReport>,
+}
+
+/// A seed for step `step`, stream `stream` (SplitMix64 of the pair).
+pub fn step_seed(seed: u64, step: u64, stream: u64) -> u64 {
+    let mut z = seed
+        ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ stream.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The model and its training state, in memory.
+pub struct Trainer {
+    pub cfg: RunConfig,
+    pub run: RunDir,
+    pub model: Dit,
+    pub ema: Dit,
+    pub optim: AdamW,
+    pub state: TrainState,
+    pub tables: PrimeTables,
+    device: Device,
+}
+
+impl Trainer {
+    /// Starts a new run in `run` (which must not hold a checkpoint) or resumes the one there.
+    pub fn open(cfg: &RunConfig, run: RunDir, resume: bool, device: &Device) -> Result<Self> {
+        let codec = cfg.codec()?;
+        let tables = PrimeTables::new(&codec, device);
+        let ad = device.clone().autodiff();
+        device.seed(cfg.seed);
+        let fresh = Dit::new(&cfg.model, &codec, &ad);
+        materialize(&fresh);
+        let mut optim = AdamW::new(&cfg.train);
+        if resume {
+            if !run.has_checkpoint() {
+                return Err(Error::checkpoint(
+                    &run.root,
+                    "no checkpoint to resume (state.json is missing); drop --resume to start a new run",
+                ));
+            }
+            let stored = mdm_prime_core::config::RunConfig::load(&run.config(), &[])?;
+            let diffs = stored.architecture_differences(cfg);
+            if !diffs.is_empty() {
+                return Err(Error::checkpoint(
+                    run.config(),
+                    format!(
+                        "the run was made with another architecture: {}; resume with the run's own config or start a new run",
+                        diffs.join(", ")
+                    ),
+                ));
+            }
+            let state = run.read_state()?;
+            let model = checkpoint::load_module(fresh, &run.model())?;
+            let ema = checkpoint::load_module(model.valid(), &run.ema())?;
+            checkpoint::load_optimizer(&mut optim, &run.optim(), device)?;
+            if optim.step != state.step {
+                return Err(Error::checkpoint(
+                    &run.root,
+                    format!(
+                        "optimizer is at step {} but state.json says {}: the checkpoint is inconsistent",
+                        optim.step, state.step
+                    ),
+                ));
+            }
+            trim_metrics(&run, state.step)?;
+            // The resumed config may change training-only keys (steps, lr, ...); record it.
+            checkpoint::write_atomic(&run.config(), cfg.to_toml()?.as_bytes())?;
+            return Ok(Trainer {
+                cfg: cfg.clone(),
+                run,
+                model,
+                ema,
+                optim,
+                state,
+                tables,
+                device: device.clone(),
+            });
+        }
+        if run.has_checkpoint() {
+            return Err(Error::checkpoint(
+                &run.root,
+                "already holds a run; pass --resume to continue it, or choose another --name / --run-dir",
+            ));
+        }
+        std::fs::create_dir_all(&run.root).map_err(|e| Error::io(&run.root, e))?;
+        checkpoint::write_atomic(&run.config(), cfg.to_toml()?.as_bytes())?;
+        checkpoint::write_atomic(&run.version(), format!("{}\n", code_version()).as_bytes())?;
+        let _ = std::fs::remove_file(run.metrics());
+        let ema = fresh.valid();
+        let state = TrainState {
+            step: 0,
+            tokens_seen: 0,
+            elapsed_s: 0.0,
+            code_version: code_version(),
+        };
+        Ok(Trainer {
+            cfg: cfg.clone(),
+            run,
+            model: fresh,
+            ema,
+            optim,
+            state,
+            tables,
+            device: device.clone(),
+        })
+    }
+
+    /// One optimiser step on `data`; returns (loss, grad norm before clipping, lr).
+    pub fn step(&mut self, data: &Dataset) -> Result<(f64, f64, f64)> {
+        let cfg = &self.cfg;
+        let step = self.state.step;
+        let codec = self.tables.codec().clone();
+        let mut rng = StdRng::seed_from_u64(step_seed(cfg.seed, step, 1));
+        self.device.seed(step_seed(cfg.seed, step, 2)); // dropout
+        let micro = cfg.train.batch_size / cfg.train.grad_accum;
+        let mut grads: HashMap<String, Tensor<1>> = HashMap::new();
+        let mut loss_sum = 0.0;
+        for _ in 0..cfg.train.grad_accum {
+            let blocks: Vec<&[u32]> = (0..micro)
+                .map(|_| data.train_block(rng.random_range(0..data.n_train())))
+                .collect();
+            let t = sample_times(
+                &mut rng,
+                micro,
+                cfg.train.antithetic,
+                cfg.train.sampling_eps,
+            );
+            let sigma = self.model.sigma(&cfg.schedule, &t);
+            let batch = noised_batch(&codec, &cfg.schedule, &blocks, t, &mut rng, &self.device)?;
+            let lp =
+                self.model
+                    .log_probs(&self.tables, batch.yt.clone(), &sigma, cfg.prime.carry_over);
+            let terms = token_terms(
+                cfg.train.objective,
+                &self.tables,
+                lp,
+                batch.yt,
+                batch.x0,
+                batch.weight,
+            );
+            let loss = terms.mean().div_scalar(cfg.train.grad_accum as f64);
+            loss_sum += loss.clone().into_scalar::<f32>() as f64;
+            for (path, g) in grads_by_path(&self.model, &loss.backward()) {
+                let g = match grads.remove(&path) {
+                    Some(acc) => acc + g,
+                    None => g,
+                };
+                grads.insert(path, g);
+            }
+        }
+        if !loss_sum.is_finite() {
+            return Err(Error::checkpoint(
+                &self.run.root,
+                format!("loss became {loss_sum} at step {step}; lower train.lr or check the data"),
+            ));
+        }
+        let norm = global_norm(&grads);
+        let lr = learning_rate(&cfg.train, step);
+        let model = self.model.clone();
+        self.model = self
+            .optim
+            .step(model, &grads, lr, clip_factor(norm, cfg.train.grad_clip));
+        let decay = ema_decay(cfg.train.ema_decay, step);
+        let ema = self.ema.clone();
+        self.ema = ema_update(ema, &self.model, decay);
+        self.state.step += 1;
+        self.state.tokens_seen += (cfg.train.batch_size * data.seq_len) as u64;
+        Ok((loss_sum, norm, lr))
+    }
+
+    /// Evaluates the EMA weights on the first `max` validation blocks (0 = all).
+    pub fn validate(&self, data: &Dataset, max: usize) -> Result<EvalReport> {
+        let n = if max == 0 {
+            data.n_val()
+        } else {
+            max.min(data.n_val())
+        };
+        let blocks: Vec<&[u32]> = (0..n).map(|i| data.val_block(i)).collect();
+        let settings = EvalSettings {
+            time_draws: self.cfg.eval.time_draws,
+            batch_size: self.cfg.eval.batch_size,
+            carry_over: self.cfg.prime.carry_over,
+            sampling_eps: self.cfg.train.sampling_eps,
+            seed: self.cfg.seed,
+        };
+        evaluate(
+            &self.ema,
+            &self.tables,
+            self.tables.codec(),
+            &self.cfg.schedule,
+            &blocks,
+            &settings,
+            &self.device,
+            &mut |_, _| {},
+        )
+    }
+
+    /// Writes weights, EMA, optimiser, then the state file (last, so it never points at
+    /// weights that are not there), and redraws the loss curve.
+    pub fn save(&self) -> Result<()> {
+        let mut meta = HashMap::new();
+        meta.insert("step".to_string(), self.state.step.to_string());
+        meta.insert("ell".to_string(), self.cfg.prime.ell.to_string());
+        meta.insert(
+            "vocab_size".to_string(),
+            self.tables.codec().vocab_size().to_string(),
+        );
+        checkpoint::save_module(&self.model, &self.run.model(), meta.clone())?;
+        checkpoint::save_module(&self.ema, &self.run.ema(), meta)?;
+        checkpoint::save_optimizer(&self.optim, &self.run.optim())?;
+        self.run.write_state(&self.state)?;
+        plot_metrics(&self.run)
+    }
+
+    fn log(&self, value: serde_json::Value) -> Result<()> {
+        use std::io::Write;
+        let path = self.run.metrics();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        writeln!(f, "{value}").map_err(|e| Error::io(&path, e))
+    }
+}
+
+/// Trains until `cfg.train.steps`, Ctrl-C (`stop`) or the time limit; checkpoints on the way and
+/// at the end; validates every `eval_every` steps and at the end.
+pub fn run(
+    trainer: &mut Trainer,
+    data: &Dataset,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(&TrainEvent),
+) -> Result<TrainOutcome> {
+    let total = trainer.cfg.train.steps;
+    on_event(&TrainEvent::Start {
+        step: trainer.state.step,
+        total,
+        params: trainer.model.num_params(),
+        resumed: trainer.state.step > 0,
+    });
+    let started = Instant::now();
+    let elapsed0 = trainer.state.elapsed_s;
+    let mut last_eval = None;
+    let mut interrupted = false;
+    while trainer.state.step < total {
+        let t0 = Instant::now();
+        let (loss, grad_norm, lr) = trainer.step(data)?;
+        let step = trainer.state.step;
+        let tokens_per_s =
+            (trainer.cfg.train.batch_size * data.seq_len) as f64 / t0.elapsed().as_secs_f64();
+        trainer.state.elapsed_s = elapsed0 + started.elapsed().as_secs_f64();
+        on_event(&TrainEvent::Step {
+            step,
+            loss,
+            lr,
+            grad_norm,
+            tokens_per_s,
+        });
+        let tc = &trainer.cfg.train;
+        if step % tc.log_every == 0 || step == total {
+            trainer.log(
+                json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                "tokens_per_s": tokens_per_s, "elapsed_s": trainer.state.elapsed_s}),
+            )?;
+        }
+        let timed_out = tc.time_limit_s > 0 && started.elapsed().as_secs() >= tc.time_limit_s;
+        interrupted = stop.load(Ordering::SeqCst);
+        let last = step == total || interrupted || timed_out;
+        if (tc.eval_every > 0 && step % tc.eval_every == 0) || (last && !interrupted) {
+            let report = trainer.validate(data, tc.eval_sequences)?;
+            trainer.log(json!({"step": step, "val": &report}))?;
+            on_event(&TrainEvent::Eval {
+                step,
+                report: report.clone(),
+            });
+            last_eval = Some(report);
+        }
+        if step % tc.checkpoint_every == 0 || last {
+            trainer.save()?;
+            on_event(&TrainEvent::Checkpoint { step });
+        }
+        if interrupted || timed_out {
+            break;
+        }
+    }
+    Ok(TrainOutcome {
+        step: trainer.state.step,
+        interrupted,
+        last_eval,
+    })
+}
+
+/// Drops metrics lines logged after `step` (they belong to steps a resume will redo).
+fn trim_metrics(run: &RunDir, step: u64) -> Result<()> {
+    let path = run.metrics();
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    checkpoint::write_atomic(&path, kept.as_bytes())
+}
+
+/// Draws `loss.png` from `metrics.jsonl`: training loss and validation ELBO against step.
+pub fn plot_metrics(run: &RunDir) -> Result<()> {
+    use mdm_prime_core::plot::{PALETTE, PlotSpec, Series, write_png};
+    let Ok(text) = std::fs::read_to_string(run.metrics()) else {
+        return Ok(());
+    };
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for v in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let Some(step) = v.get("step").and_then(|s| s.as_f64()) else {
+            continue;
+        };
+        if let Some(loss) = v.get("loss").and_then(|x| x.as_f64()) {
+            train.push((step, loss));
+        }
+        if let Some(e) = v
+            .pointer("/val/elbo_nats_per_token")
+            .and_then(|x| x.as_f64())
+        {
+            val.push((step, e));
+        }
+    }
+    if train.is_empty() {
+        return Ok(());
+    }
+    let mut series = vec![Series {
+        name: "train loss".into(),
+        points: train,
+        color: PALETTE[0],
+    }];
+    if !val.is_empty() {
+        series.push(Series {
+            name: "val elbo (nats/token)".into(),
+            points: val,
+            color: PALETTE[1],
+        });
+    }
+    let spec = PlotSpec {
+        title: "mdm-prime training".into(),
+        x_label: "step".into(),
+        y_label: "nats per token".into(),
+        ..PlotSpec::default()
+    };
+    write_png(&run.loss_plot(), &spec, &series).map_err(Error::from)
+}
