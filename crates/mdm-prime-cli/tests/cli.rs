@@ -95,3 +95,147 @@ fn subtokens_bad_arguments_fail_clearly_and_print_nothing() {
         assert!(err.contains(needle), "{full:?}: {err}");
     }
 }
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("mdm-prime-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const TINY: [&str; 18] = [
+    "--set",
+    "model.d_model=32",
+    "--set",
+    "model.n_layers=1",
+    "--set",
+    "model.n_heads=2",
+    "--set",
+    "data.seq_len=32",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.eval_sequences=4",
+    "--set",
+    "eval.max_sequences=8",
+    "--set",
+    "data.cache_dir=\"\"",
+    "--quiet",
+    "--steps",
+];
+
+#[test]
+fn train_then_eval_json() {
+    let dir = temp_dir("train-eval");
+    let run = dir.join("run");
+    let mut args = vec!["train", "--run-dir", run.to_str().unwrap()];
+    args.extend(TINY);
+    args.push("3");
+    let o = mdm_prime(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("elbo (valid bound)"));
+    for f in [
+        "config.toml",
+        "version.txt",
+        "model.safetensors",
+        "ema.safetensors",
+        "optim.safetensors",
+        "state.json",
+        "metrics.jsonl",
+        "loss.png",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let o = mdm_prime(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--json",
+        "--set",
+        "eval.max_sequences=8",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    for key in [
+        "elbo_nats_per_token",
+        "elbo_ppl",
+        "elbo_stderr",
+        "paper_objective_nats_per_token",
+        "tokens",
+        "unigram_ppl",
+    ] {
+        assert!(v.get(key).is_some(), "{key} missing in {v}");
+    }
+    assert_eq!(v["tokens"], 8 * 32);
+    // Architecture keys cannot change for a trained run.
+    let o = mdm_prime(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--set",
+        "model.n_layers=2",
+    ]);
+    assert!(!o.status.success());
+    // A truncated EMA file is a clear error.
+    let ema = run.join("ema.safetensors");
+    let bytes = std::fs::read(&ema).unwrap();
+    std::fs::write(&ema, &bytes[..100]).unwrap();
+    let o = mdm_prime(&["eval", "--run", run.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("truncated"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_corpora_and_configs_fail_clearly_and_write_nothing() {
+    let dir = temp_dir("bad-input");
+    std::fs::write(dir.join("empty.txt"), "").unwrap();
+    std::fs::write(dir.join("latin1.txt"), b"caf\xe9 au lait").unwrap();
+    std::fs::write(dir.join("short.txt"), "a short corpus").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--data".into(), dir.join("empty.txt").display().to_string()],
+            "empty",
+        ),
+        (
+            vec![
+                "--data".into(),
+                dir.join("latin1.txt").display().to_string(),
+            ],
+            "UTF-8",
+        ),
+        (
+            vec!["--data".into(), dir.join("short.txt").display().to_string()],
+            "seq_len",
+        ),
+        (
+            vec![
+                "--data".into(),
+                dir.join("missing.txt").display().to_string(),
+            ],
+            "missing.txt",
+        ),
+        (vec!["--set".into(), "train.lrr=1".into()], "lrr"),
+        (vec!["--set".into(), "prime.ell=3".into()], "model.d_model"),
+    ];
+    for (extra, needle) in cases {
+        let run = dir.join("run");
+        let mut args = vec![
+            "train".to_string(),
+            "--run-dir".into(),
+            run.display().to_string(),
+            "--quiet".into(),
+        ];
+        args.extend(extra.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = mdm_prime(&args);
+        assert!(!o.status.success(), "{extra:?} should fail");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert!(!run.exists(), "{extra:?} created the run directory");
+    }
+    let o = mdm_prime(&["eval", "--run", dir.join("nope").to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a run directory"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

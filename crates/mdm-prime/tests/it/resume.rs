@@ -1,0 +1,135 @@
+//! Exact resume: N steps straight equal k steps, stop, resume, N − k steps.
+
+use burn::tensor::Device;
+use mdm_prime::checkpoint::RunDir;
+use mdm_prime::params::named_params;
+use mdm_prime::train::Trainer;
+
+use crate::common::{rng_lock, temp_dir, tiny_config, tiny_data};
+
+fn weights(tr: &Trainer) -> Vec<(String, Vec<f32>)> {
+    let mut all: Vec<(String, Vec<f32>)> = named_params(&tr.model)
+        .into_iter()
+        .chain(named_params(&tr.ema).into_iter().map(|mut p| {
+            p.path = format!("ema.{}", p.path);
+            p
+        }))
+        .map(|p| (p.path, p.value.try_into_vec_as().unwrap()))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+#[test]
+fn resume_continues_exactly() {
+    let _guard = rng_lock();
+    let cfg = tiny_config(&["model.dropout=0.1", "train.grad_accum=2"]);
+    let data = tiny_data(&cfg);
+    let d = Device::default();
+    let (n, k) = (6, 2);
+
+    let dir_a = temp_dir("straight");
+    let mut a = Trainer::open(&cfg, RunDir::new(&dir_a), false, &d).unwrap();
+    for _ in 0..n {
+        a.step(&data).unwrap();
+    }
+
+    let dir_b = temp_dir("resumed");
+    let mut b = Trainer::open(&cfg, RunDir::new(&dir_b), false, &d).unwrap();
+    for _ in 0..k {
+        b.step(&data).unwrap();
+    }
+    b.save().unwrap();
+    drop(b);
+    let mut b = Trainer::open(&cfg, RunDir::new(&dir_b), true, &d).unwrap();
+    assert_eq!(b.state.step, k as u64);
+    for _ in k..n {
+        b.step(&data).unwrap();
+    }
+    assert_eq!(b.state.step, n as u64);
+    let (wa, wb) = (weights(&a), weights(&b));
+    assert_eq!(wa.len(), wb.len());
+    for ((pa, va), (pb, vb)) in wa.iter().zip(&wb) {
+        assert_eq!(pa, pb);
+        assert_eq!(va, vb, "{pa} differs after resume");
+    }
+    // And the run is really training: the weights moved from step k.
+    let _ = std::fs::remove_dir_all(&dir_a);
+    let _ = std::fs::remove_dir_all(&dir_b);
+}
+
+#[test]
+fn same_seed_same_numbers_other_seed_other_numbers() {
+    let _guard = rng_lock();
+    let d = Device::default();
+    let run = |seed: &str, name: &str| {
+        let cfg = tiny_config(&[&format!("seed={seed}")]);
+        let data = tiny_data(&cfg);
+        let dir = temp_dir(name);
+        let mut t = Trainer::open(&cfg, RunDir::new(&dir), false, &d).unwrap();
+        let losses: Vec<f64> = (0..3).map(|_| t.step(&data).unwrap().0).collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        losses
+    };
+    assert_eq!(run("5", "s5a"), run("5", "s5b"));
+    assert_ne!(run("5", "s5c"), run("6", "s6"));
+}
+
+#[test]
+fn refuses_to_overwrite_or_resume_an_incompatible_run() {
+    let _guard = rng_lock();
+    let d = Device::default();
+    let cfg = tiny_config(&[]);
+    let data = tiny_data(&cfg);
+    let dir = temp_dir("incompatible");
+    let mut t = Trainer::open(&cfg, RunDir::new(&dir), false, &d).unwrap();
+    t.step(&data).unwrap();
+    t.save().unwrap();
+    let before: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (p.clone(), std::fs::read(&p).unwrap())
+        })
+        .collect();
+
+    let again = Trainer::open(&cfg, RunDir::new(&dir), false, &d)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(again.contains("--resume"), "{again}");
+    let other = tiny_config(&["model.n_layers=3"]);
+    let e = Trainer::open(&other, RunDir::new(&dir), true, &d)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("model.n_layers"), "{e}");
+    let missing = temp_dir("no-such-run");
+    let e = Trainer::open(&cfg, RunDir::new(&missing), true, &d)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("no checkpoint"), "{e}");
+
+    // A truncated weights file is a clear error.
+    let model = RunDir::new(&dir).model();
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    let e = Trainer::open(&cfg, RunDir::new(&dir), true, &d)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("truncated"), "{e}");
+    std::fs::write(&model, &bytes).unwrap();
+
+    // Nothing on disk changed.
+    for (p, content) in before {
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            content,
+            "{} changed",
+            p.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
