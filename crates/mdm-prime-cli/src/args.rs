@@ -16,6 +16,10 @@ pub enum Command {
     Train(TrainArgs),
     /// Measure a trained model: the valid bound (elbo) as nats/token, bits/token and perplexity.
     Eval(EvalArgs),
+    /// Generate text with the idle-step-aware ancestral sampler.
+    Sample(SampleArgs),
+    /// Simulate the reveal process (no model) and report idle-step ratios against the closed form.
+    Isr(IsrArgs),
     /// Show how token ids (or the tokens of a text) are written as ℓ base-b sub-tokens.
     Subtokens(SubtokensArgs),
 }
@@ -84,4 +88,79 @@ pub struct SubtokensArgs {
     /// Tokenizer: `gpt2` (GPT-2 BPE, r50k_base) or `bytes`.
     #[arg(long)]
     pub tokenizer: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// The run directory (uses its EMA weights and config).
+    #[arg(long)]
+    pub run: std::path::PathBuf,
+    /// Number of samples.
+    #[arg(long, default_value_t = 4)]
+    pub num: usize,
+    /// Reverse steps T (default: the sequence length).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Tokens per sample L (default: the run's seq_len; for --infill, the template's length).
+    #[arg(long)]
+    pub len: Option<usize>,
+    /// Sequences per network batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Temperature (1 = the model's distribution).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Nucleus sampling mass (1 = off; the paper uses 0.95 for GPT-2 text).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Precision of the exponential-race (Gumbel) noise: f64 (default, as the paper) or f32.
+    #[arg(long, default_value = "f64")]
+    pub noise: String,
+    /// Idle-step caching: sequence (default), batch (the reference code's rule), off.
+    #[arg(long, default_value = "sequence")]
+    pub cache: String,
+    /// A prefix prompt: tokenised and fixed after BOS.
+    #[arg(long, conflicts_with = "infill")]
+    pub prompt: Option<String>,
+    /// An infilling template: text is fixed, each [MASK:n] is n tokens to generate.
+    #[arg(long)]
+    pub infill: Option<String>,
+    /// Fix single sub-tokens: TOKEN.DIGIT=VALUE, e.g. 5.0=3 (repeatable).
+    #[arg(long = "fix", value_name = "I.J=V")]
+    pub fix: Vec<String>,
+    /// Keep the whole sequence instead of cutting at the first EOS.
+    #[arg(long)]
+    pub no_truncate: bool,
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to write the JSON lines (default: <run>/samples/samples-seed<seed>.jsonl).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct IsrArgs {
+    /// Sub-tokens per token, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,6,8")]
+    pub ell: Vec<usize>,
+    /// Tokens per sequence L.
+    #[arg(long, default_value_t = 1024)]
+    pub len: usize,
+    /// Reverse steps T, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1024")]
+    pub steps: Vec<usize>,
+    /// Simulated sequences per setting.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Schedule: linear (alpha = 1 - t, the paper's Table 1) or loglinear (eps = 1e-3).
+    #[arg(long, default_value = "linear")]
+    pub schedule: String,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -1,7 +1,9 @@
 //! One module per subcommand; each turns parsed arguments into library calls.
 
 mod eval;
+mod isr;
 mod run;
+mod sample;
 mod subtokens;
 mod train;
 
@@ -12,6 +14,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Sample(args) => sample::run(args),
+        Command::Isr(args) => isr::run(args),
         Command::Subtokens(args) => subtokens::run(args),
     }
 }

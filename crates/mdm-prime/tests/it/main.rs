@@ -3,3 +3,4 @@
 mod common;
 mod model;
 mod resume;
+mod sampler;

@@ -1,0 +1,204 @@
+//! `mdm-prime sample`: text from a trained run with the idle-step-aware ancestral sampler;
+//! prompts, infilling templates and fixed sub-tokens; JSON lines with NFE and idle steps.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use burn::module::Module;
+use burn::tensor::Device;
+use mdm_prime::checkpoint::{RunDir, load_module, write_atomic};
+use mdm_prime::model::Dit;
+use mdm_prime::sampler::{CacheMode, SampleSettings, Template, sample};
+use mdm_prime::subtoken::PrimeTables;
+use mdm_prime_core::sampling::NoisePrecision;
+use mdm_prime_core::{Codec, Tokenizer};
+use serde_json::json;
+
+use super::run::{bar, run_config};
+use crate::args::SampleArgs;
+
+pub fn run(args: SampleArgs) -> anyhow::Result<()> {
+    let run = RunDir::new(&args.run);
+    let cfg = run_config(&run, &[], &[])?;
+    let codec = cfg.codec()?;
+    let tokenizer = Tokenizer::new(cfg.data.tokenizer)?;
+    let precision = match args.noise.as_str() {
+        "f64" => NoisePrecision::F64,
+        "f32" => NoisePrecision::F32,
+        other => bail!("--noise {other}: use f64 or f32"),
+    };
+    let cache = match args.cache.as_str() {
+        "sequence" => CacheMode::Sequence,
+        "batch" => CacheMode::Batch,
+        "off" => CacheMode::Off,
+        other => bail!("--cache {other}: use sequence, batch or off"),
+    };
+    if !(args.temperature > 0.0) || !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        bail!("--temperature must be > 0 and --top-p in (0, 1]");
+    }
+    if args.num == 0 || args.batch_size == 0 || args.steps == Some(0) {
+        bail!("--num, --batch-size and --steps must be ≥ 1");
+    }
+    let (template, len) = build_template(&args, &codec, &tokenizer, cfg.data.seq_len)?;
+    let steps = args.steps.unwrap_or(len);
+
+    let device = Device::default();
+    let model = load_module(Dit::new(&cfg.model, &codec, &device), &run.ema())
+        .with_context(|| format!("loading the EMA weights of {}", run.root.display()))?
+        .valid();
+    let tables = PrimeTables::new(&codec, &device);
+    let settings = SampleSettings {
+        steps,
+        seq_len: len,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        precision,
+        carry_over: cfg.prime.carry_over,
+        cache,
+        batch_size: args.batch_size,
+    };
+    let pb = bar(
+        steps as u64,
+        "sampling step {pos}/{len} [{bar:30}] ETA {eta}",
+    );
+    let t0 = std::time::Instant::now();
+    let samples = sample(
+        &model,
+        &tables,
+        &cfg.schedule,
+        &settings,
+        &template,
+        args.num,
+        tokenizer.eos(),
+        &device,
+        &mut |k, _| pb.set_position(k as u64),
+    )?;
+    pb.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+
+    let out_path = args.out.clone().unwrap_or_else(|| {
+        run.root
+            .join("samples")
+            .join(format!("samples-seed{}.jsonl", args.seed))
+    });
+    if let Some(parent) = out_path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut lines = String::new();
+    let mut stdout = std::io::stdout().lock();
+    for (k, s) in samples.iter().enumerate() {
+        let text = render(&tokenizer, &s.tokens, !args.no_truncate)?;
+        let line = json!({"index": k, "text": text, "tokens": s.tokens, "nfe": s.nfe,
+            "idle_steps": s.idle_steps, "steps": s.steps, "invalid_codes": s.invalid_codes, "seed": args.seed});
+        lines.push_str(&format!("{line}\n"));
+        if args.json {
+            writeln!(stdout, "{line}")?;
+        } else {
+            writeln!(
+                stdout,
+                "=== sample {k}: NFE {} , idle steps {}/{} ===",
+                s.nfe, s.idle_steps, s.steps
+            )?;
+            writeln!(stdout, "{text}")?;
+        }
+    }
+    write_atomic(&out_path, lines.as_bytes())?;
+    let nfe: usize = samples.iter().map(|s| s.nfe).sum();
+    eprintln!(
+        "{} samples × {len} tokens in {secs:.1} s ({steps} steps, mean NFE {:.1}); written to {}",
+        samples.len(),
+        nfe as f64 / samples.len() as f64,
+        out_path.display()
+    );
+    Ok(())
+}
+
+/// Text of a sample: without the leading BOS, cut at the first EOS (unless `truncate` is off).
+fn render(tok: &Tokenizer, ids: &[u32], truncate: bool) -> anyhow::Result<String> {
+    let body = if ids.first() == Some(&tok.eos()) {
+        &ids[1..]
+    } else {
+        ids
+    };
+    let body = match body.iter().position(|&x| x == tok.eos()) {
+        Some(end) if truncate => &body[..end],
+        _ => body,
+    };
+    Ok(tok.decode_lossy(body)?)
+}
+
+/// Fixed sub-tokens from --prompt / --infill / --fix, and the sequence length.
+fn build_template(
+    args: &SampleArgs,
+    codec: &Codec,
+    tok: &Tokenizer,
+    seq_len: usize,
+) -> anyhow::Result<(Template, usize)> {
+    let eos = tok.eos();
+    let mut fixed: Vec<Option<u32>> = Vec::new(); // per token
+    if let Some(prompt) = &args.prompt {
+        fixed.push(Some(eos));
+        fixed.extend(tok.encode(prompt).into_iter().map(Some));
+    }
+    if let Some(infill) = &args.infill {
+        fixed.push(Some(eos));
+        fixed.extend(parse_infill(infill, tok)?);
+        fixed.push(Some(eos));
+    }
+    let len = args.len.unwrap_or(if args.infill.is_some() {
+        fixed.len()
+    } else {
+        seq_len
+    });
+    if fixed.len() > len {
+        bail!(
+            "the prompt/template is {} tokens (with BOS/EOS) but --len is {len}; raise --len",
+            fixed.len()
+        );
+    }
+    let mut template = Template::free(len, codec.ell());
+    for (i, f) in fixed.iter().enumerate() {
+        if let Some(x) = f {
+            template.fix_tokens(codec, i, &[*x])?;
+        }
+    }
+    for spec in &args.fix {
+        let parsed = spec.split_once('=').and_then(|(pos, v)| {
+            pos.split_once('.')
+                .map(|(i, j)| (i.parse(), j.parse(), v.parse()))
+        });
+        let Some((Ok(i), Ok(j), Ok(v))) = parsed else {
+            bail!("--fix {spec}: write TOKEN.DIGIT=VALUE, e.g. 5.0=3");
+        };
+        template.fix_digit(codec, i, j, v)?;
+    }
+    Ok((template, len))
+}
+
+/// "Call me [MASK:5]. Some years ago [MASK:20] whale." → fixed tokens and `None` slots.
+fn parse_infill(text: &str, tok: &Tokenizer) -> anyhow::Result<Vec<Option<u32>>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("[MASK:") {
+        out.extend(tok.encode(&rest[..start]).into_iter().map(Some));
+        let after = &rest[start + 6..];
+        let end = after
+            .find(']')
+            .with_context(|| format!("unclosed [MASK: in {text:?}"))?;
+        let n: usize = after[..end].trim().parse().with_context(|| {
+            format!(
+                "[MASK:{}] needs a token count, e.g. [MASK:5]",
+                &after[..end]
+            )
+        })?;
+        out.extend(std::iter::repeat_n(None, n));
+        rest = &after[end + 1..];
+    }
+    out.extend(tok.encode(rest).into_iter().map(Some));
+    if !out.iter().any(Option::is_none) {
+        bail!("the --infill template has no [MASK:n] span to fill");
+    }
+    Ok(out)
+}

@@ -1,0 +1,330 @@
+//! The idle-step-aware ancestral sampler (spec §7.1).
+//!
+//! Start fully masked (except fixed sub-tokens: a prompt, an infilling template). At each of T
+//! steps from t to s, every still-masked sub-token is revealed with probability
+//! `(α_s − α_t)/(1 − α_t)`; where a token has a digit revealed, one whole token x̂ is drawn from the
+//! (carry-over filtered, tempered, nucleus-truncated) model distribution and the revealed digits
+//! take x̂'s digits. A final noise-removal step fills whatever is still masked.
+//!
+//! Two facts make this cheap. Revealing does not depend on the model, so the reveals are decided
+//! first and a token is drawn only where something is revealed (the same distribution as drawing
+//! everywhere and discarding). And a step that reveals nothing leaves the sequence unchanged, so the
+//! network's output for it is reused: **idle-step caching, per sequence** — in a batch only the
+//! sequences whose input changed are run again (the reference re-runs the whole batch unless every
+//! sequence is idle; [`CacheMode::Batch`] reproduces that). The network is evaluated at the start of
+//! a step when the sequence's cache is stale, as in the reference, so NFE = 1 + #non-idle steps
+//! among the first T − 1, plus 1 for noise removal when something is still masked and the cache
+//! is stale. Time-conditioned models never cache.
+//!
+//! Every random draw of sequence `b` comes from its own generator, so caching never changes the
+//! output, and neither does the batch size.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use mdm_prime_core::sampling::{
+    NoisePrecision, exponential_race, nucleus, reveal_probability, time_grid,
+};
+use mdm_prime_core::{Codec, Schedule};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+
+use crate::Result;
+use crate::model::Dit;
+use crate::subtoken::PrimeTables;
+use crate::train::step_seed;
+
+/// When the network output of a sequence is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Re-run only the sequences whose input changed (this project's default).
+    Sequence,
+    /// Re-run the whole batch unless every sequence was idle (the reference code).
+    Batch,
+    /// Re-run every step.
+    Off,
+}
+
+/// Sampler controls.
+#[derive(Debug, Clone)]
+pub struct SampleSettings {
+    /// Reverse steps T.
+    pub steps: usize,
+    /// Tokens per sequence L.
+    pub seq_len: usize,
+    /// Divides the log-probabilities before sampling (1 = the model's distribution).
+    pub temperature: f64,
+    /// Nucleus mass (1 = off).
+    pub top_p: f64,
+    pub seed: u64,
+    pub precision: NoisePrecision,
+    pub carry_over: bool,
+    pub cache: CacheMode,
+    /// Sequences per network batch.
+    pub batch_size: usize,
+}
+
+/// One generated sequence.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// L token ids (invalid codes, possible only without carry-over, replaced by `replacement`).
+    pub tokens: Vec<u32>,
+    /// Tokens whose final digits formed a code ≥ V.
+    pub invalid_codes: usize,
+    /// Network evaluations spent on this sequence.
+    pub nfe: usize,
+    /// Steps that revealed nothing in this sequence.
+    pub idle_steps: usize,
+    pub steps: usize,
+    /// Whether each of the T steps was idle.
+    #[serde(skip)]
+    pub idle_at: Vec<bool>,
+}
+
+/// Sub-tokens fixed before sampling starts (prompt, infilling template, single digits), one entry
+/// per sub-token of a sequence (`L·ℓ`, token-major); `None` = free.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub fixed: Vec<Option<u32>>,
+}
+
+impl Template {
+    /// Nothing fixed.
+    pub fn free(seq_len: usize, ell: usize) -> Self {
+        Template {
+            fixed: vec![None; seq_len * ell],
+        }
+    }
+
+    /// Fixes whole tokens at `start..`: their ℓ digits.
+    pub fn fix_tokens(&mut self, codec: &Codec, start: usize, ids: &[u32]) -> Result<()> {
+        let ell = codec.ell();
+        if (start + ids.len()) * ell > self.fixed.len() {
+            return Err(mdm_prime_core::Error::Value(format!(
+                "{} fixed tokens from position {start} do not fit in {} tokens; raise --len",
+                ids.len(),
+                self.fixed.len() / ell
+            ))
+            .into());
+        }
+        for (k, d) in codec.encode(ids)?.into_iter().enumerate() {
+            self.fixed[start * ell + k] = Some(d);
+        }
+        Ok(())
+    }
+
+    /// Fixes digit `j` of token `i` to `value`.
+    pub fn fix_digit(&mut self, codec: &Codec, i: usize, j: usize, value: u32) -> Result<()> {
+        let ell = codec.ell();
+        if j >= ell || i * ell + j >= self.fixed.len() || value >= codec.base() {
+            return Err(mdm_prime_core::Error::Value(format!(
+                "cannot fix digit {j} of token {i} to {value}: need token < {}, digit < ell = {ell}, value < base {}",
+                self.fixed.len() / ell,
+                codec.base()
+            ))
+            .into());
+        }
+        self.fixed[i * ell + j] = Some(value);
+        Ok(())
+    }
+}
+
+struct SeqState {
+    y: Vec<u32>,
+    rng: StdRng,
+    /// Log-probabilities `[L, V]` for the current `y`, if fresh.
+    cache: Option<Vec<f32>>,
+    nfe: usize,
+    idle: usize,
+    idle_at: Vec<bool>,
+}
+
+/// Generates `n` sequences. `progress(step, total)` is called after each step.
+#[allow(clippy::too_many_arguments)]
+pub fn sample(
+    model: &Dit,
+    tables: &PrimeTables,
+    schedule: &Schedule,
+    settings: &SampleSettings,
+    template: &Template,
+    n: usize,
+    replacement: u32,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Sample>> {
+    let codec = tables.codec();
+    let (ell, l, mask) = (codec.ell(), settings.seq_len, codec.mask_id());
+    assert_eq!(
+        template.fixed.len(),
+        l * ell,
+        "template length {} ≠ L·ℓ = {}",
+        template.fixed.len(),
+        l * ell
+    );
+    let start: Vec<u32> = template.fixed.iter().map(|f| f.unwrap_or(mask)).collect();
+    let mut seqs: Vec<SeqState> = (0..n)
+        .map(|b| SeqState {
+            y: start.clone(),
+            rng: StdRng::seed_from_u64(step_seed(settings.seed, b as u64, 7)),
+            cache: None,
+            nfe: 0,
+            idle: 0,
+            idle_at: Vec::with_capacity(settings.steps),
+        })
+        .collect();
+    let time_dependent = model.sigma(schedule, &[0.5])[0] != 0.0;
+    let grid = time_grid(settings.steps);
+    for k in 0..settings.steps {
+        let (t, s) = (grid[k], grid[k + 1]);
+        refresh(model, tables, schedule, settings, &mut seqs, t, device)?;
+        let p_reveal = reveal_probability(schedule, t, s);
+        let mut any_changed = false;
+        for seq in seqs.iter_mut() {
+            let changed = reveal_step(codec, settings, seq, Some(p_reveal));
+            seq.idle += (!changed) as usize;
+            seq.idle_at.push(!changed);
+            if changed || settings.cache == CacheMode::Off || time_dependent {
+                seq.cache = None;
+            }
+            any_changed |= changed;
+        }
+        if settings.cache == CacheMode::Batch && any_changed {
+            seqs.iter_mut().for_each(|s| s.cache = None);
+        }
+        progress(k + 1, settings.steps);
+    }
+    // Noise removal: fill everything still masked from one more prediction.
+    let t_end = grid[settings.steps];
+    let unfinished: Vec<usize> = (0..n).filter(|&b| seqs[b].y.contains(&mask)).collect();
+    if !unfinished.is_empty() {
+        let mut rest: Vec<SeqState> = Vec::new();
+        let mut idx = Vec::new();
+        for (b, seq) in seqs.iter_mut().enumerate() {
+            if unfinished.contains(&b) {
+                idx.push(b);
+                rest.push(std::mem::replace(seq, placeholder()));
+            }
+        }
+        refresh(model, tables, schedule, settings, &mut rest, t_end, device)?;
+        for seq in rest.iter_mut() {
+            reveal_step(codec, settings, seq, None);
+        }
+        for (b, seq) in idx.into_iter().zip(rest) {
+            seqs[b] = seq;
+        }
+    }
+    Ok(seqs
+        .into_iter()
+        .map(|seq| {
+            let mut invalid = 0;
+            let tokens = seq
+                .y
+                .chunks_exact(ell)
+                .map(|d| match codec.code(d) {
+                    Ok(c) if c < codec.vocab_size() as u64 => c as u32,
+                    _ => {
+                        invalid += 1;
+                        replacement
+                    }
+                })
+                .collect();
+            Sample {
+                tokens,
+                invalid_codes: invalid,
+                nfe: seq.nfe,
+                idle_steps: seq.idle,
+                steps: settings.steps,
+                idle_at: seq.idle_at,
+            }
+        })
+        .collect())
+}
+
+fn placeholder() -> SeqState {
+    SeqState {
+        y: vec![],
+        rng: StdRng::seed_from_u64(0),
+        cache: None,
+        nfe: 0,
+        idle: 0,
+        idle_at: vec![],
+    }
+}
+
+/// Runs the network on every sequence whose cache is stale, `batch_size` at a time.
+fn refresh(
+    model: &Dit,
+    tables: &PrimeTables,
+    schedule: &Schedule,
+    settings: &SampleSettings,
+    seqs: &mut [SeqState],
+    t: f64,
+    device: &Device,
+) -> Result<()> {
+    let codec = tables.codec();
+    let (ell, l, v) = (codec.ell(), settings.seq_len, codec.vocab_size() as usize);
+    let stale: Vec<usize> = (0..seqs.len())
+        .filter(|&b| seqs[b].cache.is_none())
+        .collect();
+    for chunk in stale.chunks(settings.batch_size.max(1)) {
+        let yt: Vec<i64> = chunk
+            .iter()
+            .flat_map(|&b| seqs[b].y.iter().map(|&d| d as i64))
+            .collect();
+        let yt = Tensor::<3, Int>::from_data(TensorData::new(yt, [chunk.len(), l, ell]), device);
+        let sigma = model.sigma(schedule, &vec![t; chunk.len()]);
+        let lp: Vec<f32> = model
+            .log_probs(tables, yt, &sigma, settings.carry_over)
+            .try_into_vec_as()
+            .map_err(|e| {
+                mdm_prime_core::Error::Value(format!("reading log-probabilities: {e:?}"))
+            })?;
+        for (row, &b) in lp.chunks_exact(l * v).zip(chunk) {
+            seqs[b].cache = Some(row.to_vec());
+            seqs[b].nfe += 1;
+        }
+    }
+    Ok(())
+}
+
+/// One reverse step of one sequence: with `Some(p)`, each masked sub-token is revealed with
+/// probability p; with `None` (noise removal) all are. Where a token has a reveal, a token x̂ is
+/// drawn from its cached distribution and the revealed digits take x̂'s digits. Returns whether
+/// anything changed.
+fn reveal_step(
+    codec: &Codec,
+    settings: &SampleSettings,
+    seq: &mut SeqState,
+    p: Option<f64>,
+) -> bool {
+    let (ell, mask, v) = (codec.ell(), codec.mask_id(), codec.vocab_size() as usize);
+    let mut changed = false;
+    let mut reveal = vec![false; ell];
+    for i in 0..seq.y.len() / ell {
+        let digits = &seq.y[i * ell..(i + 1) * ell];
+        let mut any = false;
+        for j in 0..ell {
+            reveal[j] = digits[j] == mask && p.is_none_or(|p| seq.rng.random::<f64>() < p);
+            any |= reveal[j];
+        }
+        if !any {
+            continue;
+        }
+        let cache = seq.cache.as_ref().expect("refresh() filled the cache");
+        let row = &cache[i * v..(i + 1) * v];
+        let top = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let mut probs: Vec<f64> = row
+            .iter()
+            .map(|&lp| ((lp as f64 - top) / settings.temperature).exp())
+            .collect();
+        nucleus(&mut probs, settings.top_p);
+        let x = exponential_race(&probs, settings.precision, &mut seq.rng) as u32;
+        let dx = &codec.digit_table()[x as usize * ell..(x as usize + 1) * ell];
+        for j in 0..ell {
+            if reveal[j] {
+                seq.y[i * ell + j] = dx[j];
+                changed = true;
+            }
+        }
+    }
+    changed
+}
