@@ -20,6 +20,8 @@ pub enum Command {
     Sample(SampleArgs),
     /// Simulate the reveal process (no model) and report idle-step ratios against the closed form.
     Isr(IsrArgs),
+    /// Time fixed workloads (train-step, sample) on fixed configurations; JSON per workload.
+    Bench(BenchArgs),
     /// Show how token ids (or the tokens of a text) are written as ℓ base-b sub-tokens.
     Subtokens(SubtokensArgs),
 }
@@ -161,6 +163,28 @@ pub struct IsrArgs {
     #[arg(long, default_value = "linear")]
     pub schedule: String,
     /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Configurations: cpu-gpt2 (GPT-2 vocabulary), cpu-bytes; comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "cpu-gpt2,cpu-bytes")]
+    pub config: Vec<String>,
+    /// Workloads: train-step, sample; comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "train-step,sample")]
+    pub workload: Vec<String>,
+    /// Untimed repetitions first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed repetitions (median, min, max are reported).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Idle-step caching for `sample`: sequence, batch, off.
+    #[arg(long, default_value = "sequence")]
+    pub cache: String,
+    /// One JSON object per workload.
     #[arg(long)]
     pub json: bool,
 }

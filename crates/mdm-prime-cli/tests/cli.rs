@@ -1,4 +1,5 @@
 //! Runs the built `mdm-prime` binary: output format and error behaviour of each command.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::process::{Command, Output};
 
@@ -167,6 +168,51 @@ fn train_then_eval_json() {
         assert!(v.get(key).is_some(), "{key} missing in {v}");
     }
     assert_eq!(v["tokens"], 8 * 32);
+    // Samples: text on stdout, JSON lines with NFE and idle steps in the run directory.
+    let o = mdm_prime(&[
+        "sample",
+        "--run",
+        run.to_str().unwrap(),
+        "--num",
+        "2",
+        "--steps",
+        "8",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for key in ["text", "tokens", "nfe", "idle_steps"] {
+        assert!(lines[0].get(key).is_some(), "{key} missing");
+    }
+    assert_eq!(lines[0]["tokens"].as_array().unwrap().len(), 32);
+    assert!(run.join("samples/samples-seed1.jsonl").exists());
+    let o = mdm_prime(&[
+        "sample",
+        "--run",
+        run.to_str().unwrap(),
+        "--num",
+        "1",
+        "--infill",
+        "Call me [MASK:4].",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = stdout(&o);
+    assert!(
+        text.contains("Call me ") && text.trim_end().ends_with('.'),
+        "{text}"
+    );
+    let o = mdm_prime(&[
+        "sample",
+        "--run",
+        run.to_str().unwrap(),
+        "--infill",
+        "no blanks",
+    ]);
+    assert!(!o.status.success());
     // Architecture keys cannot change for a trained run.
     let o = mdm_prime(&[
         "eval",
@@ -238,4 +284,33 @@ fn bad_corpora_and_configs_fail_clearly_and_write_nothing() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a run directory"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn isr_reproduces_table_1_in_closed_form_and_simulation() {
+    let o = mdm_prime(&[
+        "isr", "--ell", "1,2,4", "--len", "1024", "--steps", "1024", "--runs", "10", "--json",
+    ]);
+    assert!(o.status.success());
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let paper = [(1, 0.3677), (2, 0.1352), (4, 0.0183)];
+    for (row, (ell, isr)) in rows.iter().zip(paper) {
+        assert_eq!(row["ell"], ell);
+        let cf = row["isr_closed_form"].as_f64().unwrap();
+        assert!((cf - isr).abs() < 1e-4, "closed form {cf} vs Table 1 {isr}");
+        let (m, se) = (
+            row["isr_measured"].as_f64().unwrap(),
+            row["isr_stderr"].as_f64().unwrap(),
+        );
+        assert!(
+            (m - cf).abs() < 5.0 * se.max(1e-4),
+            "measured {m} ± {se} vs {cf}"
+        );
+        assert!(row["nfe_expected"].as_f64().unwrap() > 0.0);
+    }
+    let o = mdm_prime(&["isr", "--ell", "0"]);
+    assert!(!o.status.success());
 }

@@ -278,7 +278,7 @@ impl RunConfig {
                 "d_model, n_layers, n_heads, cond_dim and mlp_ratio must be ≥ 1".into(),
             );
         }
-        if m.d_model % self.prime.ell != 0 {
+        if !m.d_model.is_multiple_of(self.prime.ell) {
             return err(
                 "model.d_model",
                 format!(
@@ -288,7 +288,7 @@ impl RunConfig {
                 ),
             );
         }
-        if m.d_model % m.n_heads != 0 || (m.d_model / m.n_heads) % 2 != 0 {
+        if !m.d_model.is_multiple_of(m.n_heads) || !(m.d_model / m.n_heads).is_multiple_of(2) {
             return err(
                 "model.n_heads",
                 format!(
@@ -313,7 +313,7 @@ impl RunConfig {
             );
         }
         let t = &self.train;
-        if t.batch_size == 0 || t.grad_accum == 0 || t.batch_size % t.grad_accum != 0 {
+        if t.batch_size == 0 || t.grad_accum == 0 || !t.batch_size.is_multiple_of(t.grad_accum) {
             return err(
                 "train.batch_size",
                 format!(
@@ -472,11 +472,20 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
                     ),
                 ));
             }
-            let sec = table
-                .entry(section.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let sec = table.entry(section.to_string()).or_insert_with(|| {
+                let mut t = toml::Table::new();
+                if *section == "schedule" {
+                    // The schedule is a tagged enum: a new section starts from the default kind.
+                    t.insert("kind".into(), toml::Value::String("loglinear".into()));
+                }
+                toml::Value::Table(t)
+            });
             match sec {
                 toml::Value::Table(t) => {
+                    if *section == "schedule" && *key == "kind" {
+                        // Another kind has other parameters: start its section afresh.
+                        t.clear();
+                    }
                     t.insert(key.to_string(), value);
                 }
                 _ => return Err(Error::config(*section, "is not a table")),
@@ -542,6 +551,10 @@ mod tests {
         assert_eq!(cfg.codec().unwrap().base(), 15);
         assert_eq!(cfg.seed, 7);
         assert_eq!(cfg.schedule, Schedule::Polynomial { n: 2.0 });
+        // Switching the kind of a preset's schedule drops the old kind's parameters.
+        let preset = "[schedule]\nkind = \"loglinear\"\neps = 1e-3\n";
+        let cfg = RunConfig::from_toml_str(preset, "t", &[o("schedule.kind=polynomial")]).unwrap();
+        assert_eq!(cfg.schedule, Schedule::Polynomial { n: 3.0 });
     }
 
     #[test]

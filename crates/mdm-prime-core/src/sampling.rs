@@ -167,7 +167,8 @@ mod tests {
         // Telescoping: revealed during step k with probability Δα_k (spec §10.1).
         let s = Schedule::default();
         let g = time_grid(10);
-        let mut still = 1.0;
+        // P(still masked at t) = 1 − α_t for a sub-token masked by the forward process.
+        let mut still = 1.0 - s.alpha(g[0]);
         for w in g.windows(2) {
             let p = still * reveal_probability(&s, w[0], w[1]);
             assert!((p - (s.alpha(w[1]) - s.alpha(w[0]))).abs() < 1e-12);

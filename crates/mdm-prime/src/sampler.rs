@@ -138,6 +138,15 @@ struct SeqState {
     idle_at: Vec<bool>,
 }
 
+/// Where the sampling time went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SamplerTiming {
+    /// Seconds in network evaluations (including reading the log-probabilities back).
+    pub network_s: f64,
+    /// Seconds in everything else: reveal decisions, tempering, nucleus, token draws.
+    pub other_s: f64,
+}
+
 /// Generates `n` sequences. `progress(step, total)` is called after each step.
 #[allow(clippy::too_many_arguments)]
 pub fn sample(
@@ -151,6 +160,35 @@ pub fn sample(
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Sample>> {
+    sample_timed(
+        model,
+        tables,
+        schedule,
+        settings,
+        template,
+        n,
+        replacement,
+        device,
+        progress,
+    )
+    .map(|(s, _)| s)
+}
+
+/// [`sample`], also reporting where the time went.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_timed(
+    model: &Dit,
+    tables: &PrimeTables,
+    schedule: &Schedule,
+    settings: &SampleSettings,
+    template: &Template,
+    n: usize,
+    replacement: u32,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Vec<Sample>, SamplerTiming)> {
+    let started = std::time::Instant::now();
+    let mut network_s = 0.0;
     let codec = tables.codec();
     let (ell, l, mask) = (codec.ell(), settings.seq_len, codec.mask_id());
     assert_eq!(
@@ -175,7 +213,9 @@ pub fn sample(
     let grid = time_grid(settings.steps);
     for k in 0..settings.steps {
         let (t, s) = (grid[k], grid[k + 1]);
+        let t0 = std::time::Instant::now();
         refresh(model, tables, schedule, settings, &mut seqs, t, device)?;
+        network_s += t0.elapsed().as_secs_f64();
         let p_reveal = reveal_probability(schedule, t, s);
         let mut any_changed = false;
         for seq in seqs.iter_mut() {
@@ -204,7 +244,9 @@ pub fn sample(
                 rest.push(std::mem::replace(seq, placeholder()));
             }
         }
+        let t0 = std::time::Instant::now();
         refresh(model, tables, schedule, settings, &mut rest, t_end, device)?;
+        network_s += t0.elapsed().as_secs_f64();
         for seq in rest.iter_mut() {
             reveal_step(codec, settings, seq, None);
         }
@@ -212,7 +254,11 @@ pub fn sample(
             seqs[b] = seq;
         }
     }
-    Ok(seqs
+    let timing = SamplerTiming {
+        network_s,
+        other_s: started.elapsed().as_secs_f64() - network_s,
+    };
+    let samples = seqs
         .into_iter()
         .map(|seq| {
             let mut invalid = 0;
@@ -236,7 +282,8 @@ pub fn sample(
                 idle_at: seq.idle_at,
             }
         })
-        .collect())
+        .collect();
+    Ok((samples, timing))
 }
 
 fn placeholder() -> SeqState {

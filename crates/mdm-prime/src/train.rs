@@ -271,7 +271,7 @@ impl Trainer {
         checkpoint::save_module(&self.ema, &self.run.ema(), meta)?;
         checkpoint::save_optimizer(&self.optim, &self.run.optim())?;
         self.run.write_state(&self.state)?;
-        plot_metrics(&self.run)
+        plot_metrics(&self.run, &self.cfg.train.objective.to_string())
     }
 
     fn log(&self, value: serde_json::Value) -> Result<()> {
@@ -320,7 +320,7 @@ pub fn run(
             tokens_per_s,
         });
         let tc = &trainer.cfg.train;
-        if step % tc.log_every == 0 || step == total {
+        if step.is_multiple_of(tc.log_every) || step == total {
             trainer.log(
                 json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                 "tokens_per_s": tokens_per_s, "elapsed_s": trainer.state.elapsed_s}),
@@ -329,7 +329,7 @@ pub fn run(
         let timed_out = tc.time_limit_s > 0 && started.elapsed().as_secs() >= tc.time_limit_s;
         interrupted = stop.load(Ordering::SeqCst);
         let last = step == total || interrupted || timed_out;
-        if (tc.eval_every > 0 && step % tc.eval_every == 0) || (last && !interrupted) {
+        if (tc.eval_every > 0 && step.is_multiple_of(tc.eval_every)) || (last && !interrupted) {
             let report = trainer.validate(data, tc.eval_sequences)?;
             trainer.log(json!({"step": step, "val": &report}))?;
             on_event(&TrainEvent::Eval {
@@ -338,7 +338,7 @@ pub fn run(
             });
             last_eval = Some(report);
         }
-        if step % tc.checkpoint_every == 0 || last {
+        if step.is_multiple_of(tc.checkpoint_every) || last {
             trainer.save()?;
             on_event(&TrainEvent::Checkpoint { step });
         }
@@ -373,7 +373,7 @@ fn trim_metrics(run: &RunDir, step: u64) -> Result<()> {
 }
 
 /// Draws `loss.png` from `metrics.jsonl`: training loss and validation ELBO against step.
-pub fn plot_metrics(run: &RunDir) -> Result<()> {
+pub fn plot_metrics(run: &RunDir, objective: &str) -> Result<()> {
     use mdm_prime_core::plot::{PALETTE, PlotSpec, Series, write_png};
     let Ok(text) = std::fs::read_to_string(run.metrics()) else {
         return Ok(());
@@ -400,7 +400,7 @@ pub fn plot_metrics(run: &RunDir) -> Result<()> {
         return Ok(());
     }
     let mut series = vec![Series {
-        name: "train loss".into(),
+        name: format!("train loss ({objective})"),
         points: train,
         color: PALETTE[0],
     }];

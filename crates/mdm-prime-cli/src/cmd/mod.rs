@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns parsed arguments into library calls.
 
+mod bench;
 mod eval;
 mod isr;
 mod run;
@@ -16,6 +17,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Sample(args) => sample::run(args),
         Command::Isr(args) => isr::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Subtokens(args) => subtokens::run(args),
     }
 }

@@ -33,7 +33,8 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         "off" => CacheMode::Off,
         other => bail!("--cache {other}: use sequence, batch or off"),
     };
-    if !(args.temperature > 0.0) || !(args.top_p > 0.0 && args.top_p <= 1.0) {
+    let valid = args.temperature > 0.0 && args.top_p > 0.0 && args.top_p <= 1.0;
+    if !valid {
         bail!("--temperature must be > 0 and --top-p in (0, 1]");
     }
     if args.num == 0 || args.batch_size == 0 || args.steps == Some(0) {

@@ -80,7 +80,7 @@ impl Dit {
     pub fn new(cfg: &ModelConfig, codec: &Codec, device: &Device) -> Self {
         let ell = codec.ell();
         assert!(
-            cfg.d_model % ell == 0,
+            cfg.d_model.is_multiple_of(ell),
             "d_model {} not divisible by ell {ell}",
             cfg.d_model
         );

@@ -1,4 +1,5 @@
 //! Integration tests of the burn crate: one binary, tiny models (D = 32, 2 layers, L = 16).
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 mod model;

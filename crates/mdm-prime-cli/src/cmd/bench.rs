@@ -1,0 +1,246 @@
+//! `mdm-prime bench`: fixed, named workloads timed after warm-up (median, min, max), with peak
+//! RSS and achieved GFLOP/s from an analytic FLOP count next to this machine's measured f32 GEMM
+//! peak (model FLOP utilisation). A benchmark, not a test: nothing here asserts a time.
+
+use std::time::Instant;
+
+use anyhow::bail;
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Tensor};
+use mdm_prime::checkpoint::RunDir;
+use mdm_prime::eval::mean_stderr;
+use mdm_prime::sampler::{CacheMode, SampleSettings, Template, sample_timed};
+use mdm_prime::train::Trainer;
+use mdm_prime_core::config::RunConfig;
+use mdm_prime_core::data::Dataset;
+use mdm_prime_core::sampling::NoisePrecision;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::json;
+
+use crate::args::BenchArgs;
+
+/// The named configurations of the performance issue: ℓ = 4, D = 256, 4 layers, 4 heads,
+/// L = 128, batch 16, with the GPT-2 or the byte vocabulary.
+fn bench_config(name: &str) -> anyhow::Result<RunConfig> {
+    let tokenizer = match name {
+        "cpu-gpt2" => "gpt2",
+        "cpu-bytes" => "bytes",
+        other => bail!("unknown bench config {other}: use cpu-gpt2 or cpu-bytes"),
+    };
+    let o: Vec<String> = [
+        format!("data.tokenizer={tokenizer}"),
+        "prime.ell=4".into(),
+        "model.d_model=256".into(),
+        "model.n_layers=4".into(),
+        "model.n_heads=4".into(),
+        "model.cond_dim=128".into(),
+        "data.seq_len=128".into(),
+        "train.batch_size=16".into(),
+        "train.lr=3e-4".into(),
+        "train.warmup_steps=10".into(),
+        "train.ema_decay=0.9999".into(),
+        "name=\"bench\"".into(),
+    ]
+    .to_vec();
+    Ok(RunConfig::from_toml_str("", name, &o)?)
+}
+
+/// Forward FLOPs of one sequence of L tokens (matmuls only): per layer 24·D² per token
+/// (qkv 6D², out 2D², MLP 16D²) + attention 4·L·D per token; head 2·D·V per token.
+fn forward_flops(cfg: &RunConfig, vocab: u64) -> f64 {
+    let (d, l, n) = (
+        cfg.model.d_model as f64,
+        cfg.data.seq_len as f64,
+        cfg.model.n_layers as f64,
+    );
+    let r = cfg.model.mlp_ratio as f64;
+    l * (n * ((8.0 + 4.0 * r) * d * d + 4.0 * l * d) + 2.0 * d * vocab as f64)
+}
+
+/// Median / min / max in milliseconds.
+fn stats(ms: &mut [f64]) -> (f64, f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let mid = ms.len() / 2;
+    let median = if ms.len() % 2 == 1 {
+        ms[mid]
+    } else {
+        0.5 * (ms[mid - 1] + ms[mid])
+    };
+    (median, ms[0], ms[ms.len() - 1])
+}
+
+/// The f32 GEMM throughput of the backend on this machine (GFLOP/s, best of two shapes).
+fn gemm_peak(device: &Device) -> f64 {
+    let mut best: f64 = 0.0;
+    for (m, k, n) in [(2048usize, 256usize, 1024usize), (1024, 1024, 1024)] {
+        let a = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), device);
+        let b = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), device);
+        let _ = a.clone().matmul(b.clone()).into_data();
+        let mut ms: Vec<f64> = (0..7)
+            .map(|_| {
+                let t = Instant::now();
+                let _ = a.clone().matmul(b.clone()).into_data();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        let (med, _, _) = stats(&mut ms);
+        best = best.max(2.0 * (m * k * n) as f64 / (med * 1e-3) / 1e9);
+    }
+    best
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn synthetic_data(cfg: &RunConfig, vocab: u32) -> Dataset {
+    let mut rng = StdRng::seed_from_u64(17);
+    let l = cfg.data.seq_len;
+    let mut block = |n: usize| {
+        (0..n * l)
+            .map(|_| rng.random_range(0..vocab))
+            .collect::<Vec<u32>>()
+    };
+    let train = block(256);
+    let val = block(16);
+    Dataset {
+        seq_len: l,
+        vocab_size: vocab,
+        n_tokens: train.len() + val.len(),
+        train,
+        val,
+        n_documents: 1,
+        source: "synthetic uniform tokens".into(),
+        from_cache: false,
+    }
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.repeats == 0 {
+        bail!("--repeats must be ≥ 1");
+    }
+    let cache = match args.cache.as_str() {
+        "sequence" => CacheMode::Sequence,
+        "batch" => CacheMode::Batch,
+        "off" => CacheMode::Off,
+        other => bail!("--cache {other}: use sequence, batch or off"),
+    };
+    let device = Device::default();
+    let peak = gemm_peak(&device);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for name in &args.config {
+        let cfg = bench_config(name)?;
+        let codec = cfg.codec()?;
+        let vocab = codec.vocab_size();
+        let data = synthetic_data(&cfg, vocab);
+        let (b, l) = (cfg.train.batch_size, cfg.data.seq_len);
+        let fwd = forward_flops(&cfg, vocab as u64);
+        for workload in &args.workload {
+            let dir = std::env::temp_dir().join(format!("mdm-prime-bench-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut trainer = Trainer::open(&cfg, RunDir::new(&dir), false, &device)?;
+            let (mut ms, flops, extra) = match workload.as_str() {
+                "train-step" => {
+                    for _ in 0..args.warmup {
+                        trainer.step(&data)?;
+                    }
+                    let ms: Vec<f64> = (0..args.repeats)
+                        .map(|_| {
+                            let t = Instant::now();
+                            trainer.step(&data).map(|_| t.elapsed().as_secs_f64() * 1e3)
+                        })
+                        .collect::<Result<_, _>>()?;
+                    // Forward + backward ≈ 3 × forward.
+                    (ms, 3.0 * fwd * b as f64, json!({}))
+                }
+                "sample" => {
+                    let model = trainer.ema.clone().valid();
+                    let settings = SampleSettings {
+                        steps: l,
+                        seq_len: l,
+                        temperature: 1.0,
+                        top_p: 1.0,
+                        seed: 1,
+                        precision: NoisePrecision::F64,
+                        carry_over: true,
+                        cache,
+                        batch_size: b,
+                    };
+                    let free = Template::free(l, codec.ell());
+                    let mut ms = Vec::new();
+                    let (mut nfe, mut net, mut other) = (Vec::new(), 0.0, 0.0);
+                    for rep in 0..args.warmup + args.repeats {
+                        let t = Instant::now();
+                        let (samples, timing) = sample_timed(
+                            &model,
+                            &trainer.tables,
+                            &cfg.schedule,
+                            &settings,
+                            &free,
+                            b,
+                            0,
+                            &device,
+                            &mut |_, _| {},
+                        )?;
+                        if rep >= args.warmup {
+                            ms.push(t.elapsed().as_secs_f64() * 1e3);
+                            nfe.extend(samples.iter().map(|s| s.nfe as f64));
+                            net += timing.network_s;
+                            other += timing.other_s;
+                        }
+                    }
+                    let (nfe_mean, _) = mean_stderr(&nfe);
+                    let flops = fwd * nfe_mean * b as f64;
+                    (
+                        ms,
+                        flops,
+                        json!({"steps": l, "nfe_mean": nfe_mean, "cache": args.cache,
+                        "outside_network_fraction": other / (net + other)}),
+                    )
+                }
+                other => bail!("unknown workload {other}: use train-step or sample"),
+            };
+            let _ = std::fs::remove_dir_all(&dir);
+            let (median, min, max) = stats(&mut ms);
+            let gflops = flops / (median * 1e-3) / 1e9;
+            let mut v = json!({
+                "impl": "rust-burn-flex", "config": name, "workload": workload,
+                "warmup": args.warmup, "repeats": args.repeats, "threads": threads,
+                "median_ms": median, "min_ms": min, "max_ms": max,
+                "tokens_per_s": (b * l) as f64 / (median * 1e-3),
+                "peak_rss_mib": peak_rss_mib(),
+                "gflops": gflops, "gemm_peak_gflops": peak, "mfu": gflops / peak,
+            });
+            if let (Some(obj), Some(more)) = (v.as_object_mut(), extra.as_object()) {
+                obj.extend(more.clone());
+            }
+            if args.json {
+                println!("{v}");
+            } else {
+                println!(
+                    "{name:>10} {workload:>10}: median {median:8.1} ms (min {min:.1}, max {max:.1}), {:.0} tokens/s, {gflops:.1} GFLOP/s = {:.0}% of GEMM peak {peak:.1}, peak RSS {:.0} MiB{}",
+                    (b * l) as f64 / (median * 1e-3),
+                    100.0 * gflops / peak,
+                    peak_rss_mib(),
+                    extra
+                        .get("nfe_mean")
+                        .map_or(String::new(), |n| format!(", NFE {n:.1}"))
+                );
+            }
+        }
+    }
+    Ok(())
+}
