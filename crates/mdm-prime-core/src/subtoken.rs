@@ -197,6 +197,50 @@ impl Codec {
             .collect())
     }
 
+    /// [`Codec::allowed`] for a whole batch of partially masked tokens, written into `out`
+    /// (`n·V` booleans for `yt` of `n·ℓ` digits), in parallel. Fully masked tokens allow
+    /// everything and fully revealed ones a single class without scanning V; only partially
+    /// revealed tokens compare digits. The tensor filter is built from this.
+    pub fn allowed_batch(&self, yt: &[u32], out: &mut [bool]) -> Result<()> {
+        use rayon::prelude::*;
+        let (ell, v) = (self.ell, self.vocab_size as usize);
+        if !yt.len().is_multiple_of(ell) || out.len() != yt.len() / ell * v {
+            return Err(Error::Value(format!(
+                "allowed_batch: {} digits and {} outputs do not match ell = {ell}, V = {v}",
+                yt.len(),
+                out.len()
+            )));
+        }
+        if let Some(bad) = yt.iter().find(|&&d| d > self.base) {
+            return Err(Error::Value(format!(
+                "digit {bad} exceeds the mask id {}",
+                self.base
+            )));
+        }
+        out.par_chunks_mut(v)
+            .zip(yt.par_chunks(ell))
+            .for_each(|(row, tok)| {
+                let masked = tok.iter().filter(|&&d| d == self.base).count();
+                if masked == ell {
+                    row.fill(true);
+                } else if masked == 0 {
+                    row.fill(false);
+                    // A fully revealed token allows only itself (none if its code is invalid).
+                    let code = tok
+                        .iter()
+                        .fold(0u64, |c, &d| c * self.base as u64 + d as u64);
+                    if code < v as u64 {
+                        row[code as usize] = true;
+                    }
+                } else {
+                    for (x, a) in row.iter_mut().enumerate() {
+                        *a = self.is_consistent(x as u32, tok);
+                    }
+                }
+            });
+        Ok(())
+    }
+
     /// Sets the logits of tokens inconsistent with `yt` to −∞ (the carry-over filter, §5.1).
     pub fn filter_logits(&self, yt: &[u32], logits: &mut [f32]) -> Result<()> {
         self.check_masked_token(yt)?;
@@ -456,6 +500,8 @@ mod tests {
         assert!(c.allowed(&[226, 0]).is_err());
         assert!(c.allowed(&[0]).is_err());
         assert!(c.digit_marginals(&[1.0]).is_err());
+        assert!(c.allowed_batch(&[0, 0, 0], &mut [false; 50257]).is_err());
+        assert!(c.allowed_batch(&[226, 0], &mut vec![false; 50257]).is_err());
     }
 
     fn codec_strategy() -> impl Strategy<Value = Codec> {
@@ -491,6 +537,9 @@ mod tests {
                 if pattern >> j & 1 == 1 { *y = c.mask_id(); }
             }
             let allowed = c.allowed(&yt).unwrap();
+            let mut batch = vec![false; c.vocab_size() as usize];
+            c.allowed_batch(&yt, &mut batch).unwrap();
+            prop_assert_eq!(&batch, &allowed);
             // The true token is always allowed, and every allowed token re-masked gives yt back.
             prop_assert!(allowed[x as usize]);
             for (z, &ok) in allowed.iter().enumerate() {
