@@ -34,7 +34,7 @@ pub fn code_version() -> String {
     format!(
         "mdm-prime {} (git {})",
         env!("CARGO_PKG_VERSION"),
-        option_env!("MDM_PRIME_GIT").unwrap_or("unknown")
+        env!("MDM_PRIME_GIT")
     )
 }
 

@@ -167,10 +167,65 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         );
         print_report(report, unigram);
     }
+    print_samples(&trainer, &cfg)?;
     println!(
         "next: mdm-prime eval --run {} (full validation set); loss curve: {}",
         run.root.display(),
         run.loss_plot().display()
+    );
+    Ok(())
+}
+
+/// Two samples from the EMA weights (T = L steps), to see what the model learned.
+fn print_samples(trainer: &Trainer, cfg: &RunConfig) -> anyhow::Result<()> {
+    use burn::module::Module;
+    use mdm_prime::sampler::{CacheMode, SampleSettings, Template, sample};
+    use mdm_prime_core::Tokenizer;
+    use mdm_prime_core::sampling::NoisePrecision;
+    let tok = Tokenizer::new(cfg.data.tokenizer)?;
+    let l = cfg.data.seq_len;
+    let settings = SampleSettings {
+        steps: l,
+        seq_len: l,
+        temperature: 1.0,
+        top_p: 1.0,
+        seed: cfg.seed,
+        precision: NoisePrecision::F64,
+        carry_over: cfg.prime.carry_over,
+        cache: CacheMode::Sequence,
+        batch_size: 2,
+    };
+    let free = Template::free(l, cfg.prime.ell);
+    let model = trainer.ema.clone().valid();
+    let samples = sample(
+        &model,
+        &trainer.tables,
+        &cfg.schedule,
+        &settings,
+        &free,
+        2,
+        tok.eos(),
+        &Device::default(),
+        &mut |_, _| {},
+    )?;
+    for (k, s) in samples.iter().enumerate() {
+        let body: Vec<u32> = s
+            .tokens
+            .iter()
+            .copied()
+            .filter(|&x| x != tok.eos())
+            .collect();
+        println!(
+            "sample {k} (NFE {}, {} idle of {} steps): {:?}",
+            s.nfe,
+            s.idle_steps,
+            s.steps,
+            tok.decode_lossy(&body)?
+        );
+    }
+    println!(
+        "more: mdm-prime sample --run {} --num 8",
+        trainer.run.root.display()
     );
     Ok(())
 }
