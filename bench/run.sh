@@ -24,6 +24,8 @@ BUILD=1
 RUN_RUST=1
 RUN_TORCH=1
 OUT=""
+EXTRA_ENV=()
+RUST_CACHE=""
 VENV="$ROOT/bench/.venv"
 RUST_BIN="${MDM_PRIME_BIN:-$ROOT/target/release/mdm-prime}"   # override for testing
 
@@ -39,6 +41,9 @@ usage: bench/run.sh [options]
   --threads N            torch.set_num_threads and RAYON_NUM_THREADS (default: nproc = $THREADS)
   --arena-max N          export MALLOC_ARENA_MAX=N to both sides          (default: unset)
   --mmap-threshold B     export MALLOC_MMAP_THRESHOLD_=B (bytes) to both  (default: unset)
+  --env KEY=VALUE        extra environment for both sides, repeatable (e.g. OMP_WAIT_POLICY=PASSIVE)
+  --rust-cache MODE      pass '--cache MODE' to the Rust sample workload: sequence | batch | off
+                         (default: the binary's own default; 'batch' is the PyTorch/reference rule)
   --timeout S            kill a single run after S seconds (0 = never; default 0)
   --skip-build           do not run 'cargo build --release'
   --no-rust | --no-torch run one side only
@@ -56,6 +61,8 @@ while [ $# -gt 0 ]; do
         --threads) THREADS="$2"; shift 2 ;;
         --arena-max) ARENA_MAX="$2"; shift 2 ;;
         --mmap-threshold) MMAP_THRESHOLD="$2"; shift 2 ;;
+        --env) EXTRA_ENV+=("$2"); shift 2 ;;
+        --rust-cache) RUST_CACHE="$2"; shift 2 ;;
         --timeout) TIMEOUT="$2"; shift 2 ;;
         --skip-build) BUILD=0; shift ;;
         --no-rust) RUN_RUST=0; shift ;;
@@ -110,6 +117,7 @@ run_one() {
     if [ "$impl" = rust ]; then
         cmd=("$RUST_BIN" bench --config "$cfg" --workload "$wl"
              --warmup "$WARMUP" --repeats "$REPEATS" --json)
+        if [ -n "$RUST_CACHE" ] && [ "$wl" = sample ]; then cmd+=(--cache "$RUST_CACHE"); fi
     else
         cmd=("$VENV/bin/python" "$ROOT/bench/torch_ref.py" --config "$cfg" --workload "$wl"
              --warmup "$WARMUP" --repeats "$REPEATS" --threads "$THREADS" --json)
@@ -117,7 +125,7 @@ run_one() {
     if [ "$TIMEOUT" != 0 ]; then cmd=(timeout "$TIMEOUT" "${cmd[@]}"); fi
     echo ">> [$round] $impl $cfg $wl" >&2
     local rc=0
-    env ${ALLOC_ENV[@]+"${ALLOC_ENV[@]}"} RAYON_NUM_THREADS="$THREADS" \
+    env ${ALLOC_ENV[@]+"${ALLOC_ENV[@]}"} ${EXTRA_ENV[@]+"${EXTRA_ENV[@]}"} RAYON_NUM_THREADS="$THREADS" \
         "${cmd[@]}" >"$log.out" 2>"$log.err" || rc=$?
     if [ "$rc" != 0 ]; then
         echo "   failed (exit $rc); last lines of $log.err:" >&2
@@ -139,6 +147,7 @@ for line in open(src):
 if obj is None:
     sys.exit(f"   no JSON object in {src}")
 obj.setdefault("impl", impl)
+obj["side"] = impl            # "rust" | "pytorch" (the Rust side names its impl in detail)
 obj.setdefault("config", cfg)
 obj.setdefault("workload", wl)
 obj["round"] = int(rnd)
@@ -167,7 +176,8 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 groups = {}
 for r in rows:
-    groups.setdefault((r["config"], r["workload"]), {}).setdefault(r["impl"], []).append(r)
+    side = r.get("side") or ("pytorch" if r.get("impl") == "pytorch" else "rust")
+    groups.setdefault((r["config"], r["workload"]), {}).setdefault(side, []).append(r)
 
 def med(rs, key):
     vals = [r[key] for r in rs if r.get(key) is not None]
