@@ -187,4 +187,8 @@ pub struct BenchArgs {
     /// One JSON object per workload.
     #[arg(long)]
     pub json: bool,
+    /// Also report the time per phase of a training step (embedding, attention, MLP, head,
+    /// filter, loss, backward, optimiser, EMA), from extra profiled steps.
+    #[arg(long)]
+    pub profile: bool,
 }

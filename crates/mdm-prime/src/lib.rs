@@ -17,6 +17,7 @@ pub mod model;
 pub mod objective;
 pub mod optim;
 pub mod params;
+pub mod profile;
 pub mod sampler;
 pub mod subtoken;
 pub mod train;

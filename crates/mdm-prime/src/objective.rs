@@ -30,6 +30,7 @@ pub fn token_terms(
     x0: Tensor<2, Int>,
     weight: Tensor<1>,
 ) -> Tensor<2> {
+    let _span = crate::profile::span("loss");
     let [b, l] = x0.dims();
     let weight = weight.reshape([b, 1]);
     match objective {

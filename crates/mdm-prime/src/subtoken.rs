@@ -100,6 +100,7 @@ impl PrimeTables {
     /// # Shapes
     /// `logits: [B, L, V]`, `yt: [B, L, ℓ]` → `[B, L, V]`.
     pub fn log_probs(&self, logits: Tensor<3>, yt: Tensor<3, Int>, carry_over: bool) -> Tensor<3> {
+        let _span = crate::profile::span("filter+log_softmax");
         let logits = if carry_over {
             logits.mask_fill(self.consistent(yt).bool_not(), f32::NEG_INFINITY)
         } else {

@@ -178,6 +178,7 @@ impl Trainer {
         let mut grads: HashMap<String, Tensor<1>> = HashMap::new();
         let mut loss_sum = 0.0;
         for _ in 0..cfg.train.grad_accum {
+            let span = crate::profile::span("batch");
             let blocks: Vec<&[u32]> = (0..micro)
                 .map(|_| data.train_block(rng.random_range(0..data.n_train())))
                 .collect();
@@ -189,6 +190,7 @@ impl Trainer {
             );
             let sigma = self.model.sigma(&cfg.schedule, &t);
             let batch = noised_batch(&codec, &cfg.schedule, &blocks, t, &mut rng, &self.device)?;
+            drop(span);
             let lp =
                 self.model
                     .log_probs(&self.tables, batch.yt.clone(), &sigma, cfg.prime.carry_over);
@@ -202,7 +204,10 @@ impl Trainer {
             );
             let loss = terms.mean().div_scalar(cfg.train.grad_accum as f64);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
-            for (path, g) in grads_by_path(&self.model, &loss.backward()) {
+            let span = crate::profile::span("backward");
+            let grads_now = grads_by_path(&self.model, &loss.backward());
+            drop(span);
+            for (path, g) in grads_now {
                 let g = match grads.remove(&path) {
                     Some(acc) => acc + g,
                     None => g,
@@ -216,12 +221,15 @@ impl Trainer {
                 format!("loss became {loss_sum} at step {step}; lower train.lr or check the data"),
             ));
         }
+        let span = crate::profile::span("optimizer");
         let norm = global_norm(&grads);
         let lr = learning_rate(&cfg.train, step);
         let model = self.model.clone();
         self.model = self
             .optim
             .step(model, &grads, lr, clip_factor(norm, cfg.train.grad_clip));
+        drop(span);
+        let _span = crate::profile::span("ema");
         let decay = ema_decay(cfg.train.ema_decay, step);
         let ema = self.ema.clone();
         self.ema = ema_update(ema, &self.model, decay);

@@ -163,8 +163,28 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                             trainer.step(&data).map(|_| t.elapsed().as_secs_f64() * 1e3)
                         })
                         .collect::<Result<_, _>>()?;
+                    let mut extra = json!({});
+                    if args.profile {
+                        mdm_prime::profile::enable();
+                        let t = Instant::now();
+                        for _ in 0..args.repeats {
+                            trainer.step(&data)?;
+                        }
+                        let total = t.elapsed().as_secs_f64();
+                        let phases = mdm_prime::profile::take();
+                        let covered: f64 = phases.values().sum();
+                        let mut per_step: serde_json::Map<String, serde_json::Value> = phases
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), json!(v * 1e3 / args.repeats as f64)))
+                            .collect();
+                        per_step.insert(
+                            "other".into(),
+                            json!((total - covered) * 1e3 / args.repeats as f64),
+                        );
+                        extra = json!({"phases_ms": per_step});
+                    }
                     // Forward + backward ≈ 3 × forward.
-                    (ms, 3.0 * fwd * b as f64, json!({}))
+                    (ms, 3.0 * fwd * b as f64, extra)
                 }
                 "sample" => {
                     let model = trainer.ema.clone().valid();

@@ -7,11 +7,20 @@ use burn::nn::{
 };
 use burn::tensor::Device;
 use burn::tensor::Tensor;
-use burn::tensor::activation::{gelu_approximate, softmax};
+use burn::tensor::activation::softmax;
 
 /// `modulate(x) = x·(1 + scale) + shift` (spec §6.2), with `shift`, `scale: [B, 1, D]`.
 pub fn modulate(x: Tensor<3>, shift: Tensor<3>, scale: Tensor<3>) -> Tensor<3> {
     x.clone() * scale + x + shift
+}
+
+/// GELU, tanh approximation: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (PyTorch's
+/// `approximate="tanh"`). Written with `x·x·x` rather than burn's `gelu_approximate`, whose
+/// `powf` showed up as 4 % of a `cpu-bytes` training step (docs/performance.md).
+pub fn gelu_tanh(x: Tensor<3>) -> Tensor<3> {
+    let inner = (x.clone() + x.clone() * x.clone() * x.clone() * 0.044715)
+        * (2.0 / std::f64::consts::PI).sqrt();
+    (inner.tanh() + 1.0) * x * 0.5
 }
 
 /// A bias-free LayerNorm (learned weight only), ε = 1e-5.
@@ -69,6 +78,28 @@ fn apply_rotary(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
 }
 
 /// One DiT block.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn gelu_tanh_matches_burn_and_pytorch_values() {
+        let d = Device::default();
+        let v = vec![-3.0f32, -1.0, -0.1, 0.0, 0.5, 1.0, 2.5];
+        let x = Tensor::<3>::from_data(TensorData::new(v.clone(), [1, 1, 7]), &d);
+        let ours: Vec<f32> = gelu_tanh(x.clone()).try_into_vec_as().unwrap();
+        let burn: Vec<f32> = burn::tensor::activation::gelu_approximate(x)
+            .try_into_vec_as()
+            .unwrap();
+        for (a, b) in ours.iter().zip(&burn) {
+            assert!((a - b).abs() < 1e-6, "{ours:?} vs {burn:?}");
+        }
+        // torch.nn.functional.gelu(torch.tensor(1.0), approximate="tanh") = 0.8411920
+        assert!((ours[5] - 0.841192).abs() < 1e-6);
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct DitBlock {
     norm1: LayerNorm,
@@ -128,6 +159,7 @@ impl DitBlock {
         ]: [Tensor<3>; 6] = m.try_into().expect("chunk(6) gives 6 parts");
 
         // Attention branch.
+        let span = crate::profile::span("attention");
         let xn = modulate(self.norm1.forward(x.clone()), shift_msa, scale_msa);
         let qkv = self.qkv.forward(xn).reshape([b, l, 3, h, hd]);
         let part = |i: usize| {
@@ -145,12 +177,12 @@ impl DitBlock {
             .attn_out
             .forward(attn.swap_dims(1, 2).reshape([b, l, d]));
         let x = x + gate_msa * self.dropout.forward(attn);
+        drop(span);
+        let _span = crate::profile::span("mlp");
 
         // MLP branch.
         let xn = modulate(self.norm2.forward(x.clone()), shift_mlp, scale_mlp);
-        let y = self
-            .mlp_out
-            .forward(gelu_approximate(self.mlp_in.forward(xn)));
+        let y = self.mlp_out.forward(gelu_tanh(self.mlp_in.forward(xn)));
         x + gate_mlp * self.dropout.forward(y)
     }
 }

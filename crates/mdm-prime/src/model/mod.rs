@@ -146,16 +146,19 @@ impl Dit {
             self.ell
         );
         let device = yt.device();
+        let span = crate::profile::span("embedding");
         let x = self
             .vocab_embed
             .forward(yt.reshape([b, l * ell]))
             .reshape([b, l, self.d_model]);
         let c = silu(self.sigma_map.forward(sigma, &device));
         let (cos, sin) = rotary_tables(l, self.d_model / self.n_heads, &device);
+        drop(span);
         let mut x = x;
         for block in &self.blocks {
             x = block.forward(x, c.clone(), &cos, &sin);
         }
+        let _span = crate::profile::span("head");
         let m = self
             .ada_ln_final
             .forward(c)
