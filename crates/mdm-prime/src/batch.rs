@@ -19,6 +19,8 @@ pub struct NoisedBatch {
     pub t: Vec<f64>,
     /// `w(t)` per sequence, `[B]`.
     pub weight: Tensor<1>,
+    /// Flat indices `b·L + i` of the tokens with at least one masked sub-token.
+    pub masked_positions: Vec<usize>,
 }
 
 /// Encodes `blocks` (each L tokens), masks each sub-token with probability `1 − α(t[s])`, and
@@ -35,11 +37,16 @@ pub fn noised_batch(
     let x0: Vec<u32> = blocks.concat();
     let y0 = codec.encode(&x0)?;
     let yt = noise_batch(codec, schedule, &y0, &t, rng)?;
+    let ell = codec.ell();
+    let masked_positions = (0..b * l)
+        .filter(|&k| yt[k * ell..(k + 1) * ell].contains(&codec.mask_id()))
+        .collect();
     let to_i64 = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<_>>();
     Ok(NoisedBatch {
         x0: Tensor::from_data(TensorData::new(to_i64(x0), [b, l]), device),
         yt: Tensor::from_data(TensorData::new(to_i64(yt), [b, l, codec.ell()]), device),
         weight: loss_weights(schedule, &t, device),
         t,
+        masked_positions,
     })
 }

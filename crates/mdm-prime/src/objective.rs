@@ -15,6 +15,8 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use mdm_prime_core::{Objective, Schedule};
 
+use crate::batch::NoisedBatch;
+use crate::model::Dit;
 use crate::subtoken::PrimeTables;
 
 /// Weighted nats per token under `objective`.
@@ -63,6 +65,71 @@ pub fn objective_from_logits(
 ) -> Tensor<2> {
     let log_probs = tables.log_probs(logits, yt.clone(), carry_over);
     token_terms(objective, tables, log_probs, yt, x0, weight)
+}
+
+/// The mean objective per token of a noised batch (what training minimises).
+///
+/// Positions with nothing masked contribute exactly 0 under the ELBO, and under the paper
+/// objective when carry-over is on (one class is left, log-probability 0). Then the V-way head,
+/// the filter and the loss run only on the masked positions (`batch.masked_positions`), which
+/// gives the same value and gradient with less work; otherwise every position is used.
+pub fn batch_loss(
+    model: &Dit,
+    tables: &PrimeTables,
+    objective: Objective,
+    batch: &NoisedBatch,
+    sigma: &[f32],
+    carry_over: bool,
+    only_masked: bool,
+) -> Tensor<1> {
+    let [b, l] = batch.x0.dims();
+    let ell = tables.codec().ell();
+    let exact_zero = objective == Objective::Elbo || carry_over;
+    let n = batch.masked_positions.len();
+    if !(only_masked && exact_zero && n > 0) {
+        let lp = model.log_probs(tables, batch.yt.clone(), sigma, carry_over);
+        return token_terms(
+            objective,
+            tables,
+            lp,
+            batch.yt.clone(),
+            batch.x0.clone(),
+            batch.weight.clone(),
+        )
+        .mean();
+    }
+    let device = batch.x0.device();
+    let idx: Vec<i64> = batch.masked_positions.iter().map(|&k| k as i64).collect();
+    let seq: Vec<i64> = batch
+        .masked_positions
+        .iter()
+        .map(|&k| (k / l) as i64)
+        .collect();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &device);
+    let seq = Tensor::<1, Int>::from_data(TensorData::new(seq, [n]), &device);
+    let h = model.features(batch.yt.clone(), sigma);
+    let d = h.dims()[2];
+    let h = h
+        .reshape([b * l, d])
+        .select(0, idx.clone())
+        .reshape([n, 1, d]);
+    let yt = batch
+        .yt
+        .clone()
+        .reshape([b * l, ell])
+        .select(0, idx.clone())
+        .reshape([n, 1, ell]);
+    let x0 = batch
+        .x0
+        .clone()
+        .reshape([b * l])
+        .select(0, idx)
+        .reshape([n, 1]);
+    let weight = batch.weight.clone().select(0, seq);
+    let lp = tables.log_probs(model.head_logits(h), yt.clone(), carry_over);
+    token_terms(objective, tables, lp, yt, x0, weight)
+        .sum()
+        .div_scalar((b * l) as f64)
 }
 
 /// The loss weights `w(t)` of a batch of times, as a device tensor `[B]`.

@@ -23,7 +23,7 @@ use crate::batch::noised_batch;
 use crate::checkpoint::{self, RunDir, TrainState, code_version};
 use crate::eval::{EvalReport, EvalSettings, evaluate};
 use crate::model::Dit;
-use crate::objective::token_terms;
+use crate::objective::batch_loss;
 use crate::optim::{AdamW, clip_factor, ema_decay, ema_update, global_norm, learning_rate};
 use crate::params::{grads_by_path, materialize};
 use crate::subtoken::PrimeTables;
@@ -191,18 +191,16 @@ impl Trainer {
             let sigma = self.model.sigma(&cfg.schedule, &t);
             let batch = noised_batch(&codec, &cfg.schedule, &blocks, t, &mut rng, &self.device)?;
             drop(span);
-            let lp =
-                self.model
-                    .log_probs(&self.tables, batch.yt.clone(), &sigma, cfg.prime.carry_over);
-            let terms = token_terms(
-                cfg.train.objective,
+            let loss = batch_loss(
+                &self.model,
                 &self.tables,
-                lp,
-                batch.yt,
-                batch.x0,
-                batch.weight,
-            );
-            let loss = terms.mean().div_scalar(cfg.train.grad_accum as f64);
+                cfg.train.objective,
+                &batch,
+                &sigma,
+                cfg.prime.carry_over,
+                true,
+            )
+            .div_scalar(cfg.train.grad_accum as f64);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
             let span = crate::profile::span("backward");
             let grads_now = grads_by_path(&self.model, &loss.backward());

@@ -259,6 +259,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                         .get("nfe_mean")
                         .map_or(String::new(), |n| format!(", NFE {n:.1}"))
                 );
+                if let Some(phases) = extra.get("phases_ms").and_then(|p| p.as_object()) {
+                    for (phase, ms) in phases {
+                        println!(
+                            "{phase:>30}: {:8.1} ms/step",
+                            ms.as_f64().unwrap_or(f64::NAN)
+                        );
+                    }
+                }
             }
         }
     }

@@ -139,6 +139,15 @@ impl Dit {
     /// # Shapes
     /// `yt: [B, L, ℓ]` (digits < b, or the mask id b), `sigma: [B]` → `[B, L, V]`.
     pub fn logits(&self, yt: Tensor<3, Int>, sigma: &[f32]) -> Tensor<3> {
+        let h = self.features(yt, sigma);
+        self.head_logits(h)
+    }
+
+    /// Everything before the V-way head: the final normalised, modulated features.
+    ///
+    /// # Shapes
+    /// `yt: [B, L, ℓ]`, `sigma: [B]` → `[B, L, D]`.
+    pub fn features(&self, yt: Tensor<3, Int>, sigma: &[f32]) -> Tensor<3> {
         let [b, l, ell] = yt.dims();
         assert_eq!(
             ell, self.ell,
@@ -165,8 +174,13 @@ impl Dit {
             .reshape([b, 1, 2 * self.d_model])
             .chunk(2, 2);
         let [shift, scale]: [Tensor<3>; 2] = m.try_into().expect("chunk(2) gives 2 parts");
-        self.head
-            .forward(modulate(self.norm_final.forward(x), shift, scale))
+        modulate(self.norm_final.forward(x), shift, scale)
+    }
+
+    /// The V-way head on features `[N, M, D]` → logits `[N, M, V]` (any selection of positions).
+    pub fn head_logits(&self, h: Tensor<3>) -> Tensor<3> {
+        let _span = crate::profile::span("head");
+        self.head.forward(h)
     }
 
     /// `log p_θ(x | y_t)` over V, filtered by carry-over when on: the one forward that the
