@@ -72,6 +72,7 @@ fn every_parameter_receives_a_gradient() {
 /// revealed token gets log-probability exactly 0.
 #[test]
 fn ell_one_is_mdlm_and_revealed_tokens_are_certain() {
+    let _guard = rng_lock(); // initialisation draws from the process-wide generator
     let cfg = tiny_config(&["prime.ell=1"]);
     let codec = cfg.codec().unwrap();
     let d = Device::default();
@@ -109,6 +110,7 @@ fn masked_positions_only_loss_equals_the_full_loss() {
     use mdm_prime_core::Objective;
     use rand::SeedableRng;
 
+    let _guard = rng_lock(); // Tensor::random draws from the process-wide generator
     for ell in ["1", "2"] {
         let cfg = tiny_config(&[&format!("prime.ell={ell}"), "model.dropout=0.0"]);
         let codec = cfg.codec().unwrap();

@@ -10,10 +10,11 @@ use mdm_prime::subtoken::PrimeTables;
 use mdm_prime_core::config::RunConfig;
 use mdm_prime_core::sampling::{NoisePrecision, isr_closed_form};
 
-use crate::common::tiny_config;
+use crate::common::{rng_lock, tiny_config};
 
 /// A tiny untrained model with every parameter perturbed, so its predictions depend on the input.
 fn random_model(cfg: &RunConfig) -> (Dit, PrimeTables) {
+    let _guard = rng_lock(); // the draws below use the process-wide generator
     let d = Device::default();
     let codec = cfg.codec().unwrap();
     let model = Dit::new(&cfg.model, &codec, &d);
