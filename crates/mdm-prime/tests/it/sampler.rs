@@ -187,3 +187,24 @@ fn carry_over_never_produces_an_invalid_code() {
         "without carry-over, mixed digits should sometimes form invalid codes"
     );
 }
+
+#[test]
+fn ell_one_mdlm_samples_through_the_same_code() {
+    let cfg = tiny_config(&["prime.ell=1"]);
+    let m = random_model(&cfg);
+    let free = Template::free(cfg.data.seq_len, 1);
+    let a = run(
+        &cfg,
+        &m,
+        &settings(&cfg, 24, CacheMode::Sequence, 4),
+        &free,
+        4,
+    );
+    let b = run(&cfg, &m, &settings(&cfg, 24, CacheMode::Off, 4), &free, 4);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.tokens, y.tokens);
+        assert_eq!(x.invalid_codes, 0);
+        assert!(x.tokens.iter().all(|&t| t < 256));
+        assert!(x.nfe >= 1 && x.nfe <= 25);
+    }
+}
