@@ -147,36 +147,10 @@ pub struct SamplerTiming {
     pub other_s: f64,
 }
 
-/// Generates `n` sequences. `progress(step, total)` is called after each step.
+/// Generates `n` sequences and reports where the time went. `progress(step, total)` is called
+/// after each step.
 #[allow(clippy::too_many_arguments)]
 pub fn sample(
-    model: &Dit,
-    tables: &PrimeTables,
-    schedule: &Schedule,
-    settings: &SampleSettings,
-    template: &Template,
-    n: usize,
-    replacement: u32,
-    device: &Device,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<Sample>> {
-    sample_timed(
-        model,
-        tables,
-        schedule,
-        settings,
-        template,
-        n,
-        replacement,
-        device,
-        progress,
-    )
-    .map(|(s, _)| s)
-}
-
-/// [`sample`], also reporting where the time went.
-#[allow(clippy::too_many_arguments)]
-pub fn sample_timed(
     model: &Dit,
     tables: &PrimeTables,
     schedule: &Schedule,

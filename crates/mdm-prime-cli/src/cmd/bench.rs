@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
 use mdm_prime::checkpoint::RunDir;
 use mdm_prime::eval::mean_stderr;
-use mdm_prime::sampler::{CacheMode, SampleSettings, Template, sample_timed};
+use mdm_prime::sampler::{CacheMode, SampleSettings, Template, sample};
 use mdm_prime::train::Trainer;
 use mdm_prime_core::config::RunConfig;
 use mdm_prime_core::data::Dataset;
@@ -204,7 +204,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     let (mut nfe, mut net, mut other) = (Vec::new(), 0.0, 0.0);
                     for rep in 0..args.warmup + args.repeats {
                         let t = Instant::now();
-                        let (samples, timing) = sample_timed(
+                        let (samples, timing) = sample(
                             &model,
                             &trainer.tables,
                             &cfg.schedule,

@@ -64,7 +64,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         "sampling step {pos}/{len} [{bar:30}] ETA {eta}",
     );
     let t0 = std::time::Instant::now();
-    let samples = sample(
+    let (samples, _) = sample(
         &model,
         &tables,
         &cfg.schedule,

@@ -197,7 +197,7 @@ fn print_samples(trainer: &Trainer, cfg: &RunConfig) -> anyhow::Result<()> {
     };
     let free = Template::free(l, cfg.prime.ell);
     let model = trainer.ema.clone().valid();
-    let samples = sample(
+    let (samples, _) = sample(
         &model,
         &trainer.tables,
         &cfg.schedule,

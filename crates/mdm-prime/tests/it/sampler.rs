@@ -59,6 +59,7 @@ fn run(
         &mut |_, _| {},
     )
     .unwrap()
+    .0
 }
 
 #[test]
