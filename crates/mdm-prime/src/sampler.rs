@@ -128,11 +128,19 @@ impl Template {
     }
 }
 
+/// The network's output for one sequence: rows `[V]` for the positions that had a masked
+/// sub-token when it was computed (only those can be revealed later).
+struct Cache {
+    /// `row_of[i]`: the row of position i, or `usize::MAX` (fully revealed).
+    row_of: Vec<usize>,
+    lp: Vec<f32>,
+}
+
 struct SeqState {
     y: Vec<u32>,
     rng: StdRng,
-    /// Log-probabilities `[L, V]` for the current `y`, if fresh.
-    cache: Option<Vec<f32>>,
+    /// Log-probabilities for the current `y`, if fresh, at its masked positions only.
+    cache: Option<Cache>,
     nfe: usize,
     idle: usize,
     idle_at: Vec<bool>,
@@ -293,14 +301,51 @@ fn refresh(
             .collect();
         let yt = Tensor::<3, Int>::from_data(TensorData::new(yt, [chunk.len(), l, ell]), device);
         let sigma = model.sigma(schedule, &vec![t; chunk.len()]);
-        let lp: Vec<f32> = model
-            .log_probs(tables, yt, &sigma, settings.carry_over)
-            .try_into_vec_as()
-            .map_err(|e| {
-                mdm_prime_core::Error::Value(format!("reading log-probabilities: {e:?}"))
-            })?;
-        for (row, &b) in lp.chunks_exact(l * v).zip(chunk) {
-            seqs[b].cache = Some(row.to_vec());
+        // The V-way head, filter and log-softmax only where a sub-token is still masked.
+        let mask = codec.mask_id();
+        let rows: Vec<usize> = chunk
+            .iter()
+            .enumerate()
+            .flat_map(|(bl, &b)| {
+                let y = &seqs[b].y;
+                (0..l)
+                    .filter(move |&i| y[i * ell..(i + 1) * ell].contains(&mask))
+                    .map(move |i| bl * l + i)
+            })
+            .collect();
+        let lp: Vec<f32> = if rows.is_empty() {
+            Vec::new()
+        } else {
+            let n = rows.len();
+            let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), device);
+            let h = model.features(yt.clone(), &sigma);
+            let d = h.dims()[2];
+            let h = h
+                .reshape([chunk.len() * l, d])
+                .select(0, idx.clone())
+                .reshape([n, 1, d]);
+            let yt_rows = yt
+                .reshape([chunk.len() * l, ell])
+                .select(0, idx)
+                .reshape([n, 1, ell]);
+            tables
+                .log_probs(model.head_logits(h), yt_rows, settings.carry_over)
+                .try_into_vec_as()
+                .map_err(|e| {
+                    mdm_prime_core::Error::Value(format!("reading log-probabilities: {e:?}"))
+                })?
+        };
+        for (bl, &b) in chunk.iter().enumerate() {
+            let mut row_of = vec![usize::MAX; l];
+            let mut mine = Vec::new();
+            for (k, &r) in rows.iter().enumerate() {
+                if r / l == bl {
+                    row_of[r % l] = mine.len() / v;
+                    mine.extend_from_slice(&lp[k * v..(k + 1) * v]);
+                }
+            }
+            seqs[b].cache = Some(Cache { row_of, lp: mine });
             seqs[b].nfe += 1;
         }
     }
@@ -331,7 +376,8 @@ fn reveal_step(
             continue;
         }
         let cache = seq.cache.as_ref().expect("refresh() filled the cache");
-        let row = &cache[i * v..(i + 1) * v];
+        let r = cache.row_of[i]; // position i had a masked digit when the cache was made
+        let row = &cache.lp[r * v..(r + 1) * v];
         let top = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
         let mut probs: Vec<f64> = row
             .iter()
