@@ -46,6 +46,19 @@ pub struct EvalSettings {
     pub seed: u64,
 }
 
+impl EvalSettings {
+    /// The settings a run's config asks for (`[eval]`, carry-over, training's ε, seed).
+    pub fn from_config(cfg: &mdm_prime_core::config::RunConfig) -> Self {
+        EvalSettings {
+            time_draws: cfg.eval.time_draws,
+            batch_size: cfg.eval.batch_size,
+            carry_over: cfg.prime.carry_over,
+            sampling_eps: cfg.train.sampling_eps,
+            seed: cfg.seed,
+        }
+    }
+}
+
 /// Evaluates `model` (EMA weights, no autodiff) on `blocks`. `progress(done, total)` is called
 /// after each batch.
 #[allow(clippy::too_many_arguments)]

@@ -171,7 +171,6 @@ impl Trainer {
     pub fn step(&mut self, data: &Dataset) -> Result<(f64, f64, f64)> {
         let cfg = &self.cfg;
         let step = self.state.step;
-        let codec = self.tables.codec().clone();
         let mut rng = StdRng::seed_from_u64(step_seed(cfg.seed, step, 1));
         self.device.seed(step_seed(cfg.seed, step, 2)); // dropout
         let micro = cfg.train.batch_size / cfg.train.grad_accum;
@@ -189,7 +188,14 @@ impl Trainer {
                 cfg.train.sampling_eps,
             );
             let sigma = self.model.sigma(&cfg.schedule, &t);
-            let batch = noised_batch(&codec, &cfg.schedule, &blocks, t, &mut rng, &self.device)?;
+            let batch = noised_batch(
+                self.tables.codec(),
+                &cfg.schedule,
+                &blocks,
+                t,
+                &mut rng,
+                &self.device,
+            )?;
             drop(span);
             let loss = batch_loss(
                 &self.model,
@@ -244,13 +250,7 @@ impl Trainer {
             max.min(data.n_val())
         };
         let blocks: Vec<&[u32]> = (0..n).map(|i| data.val_block(i)).collect();
-        let settings = EvalSettings {
-            time_draws: self.cfg.eval.time_draws,
-            batch_size: self.cfg.eval.batch_size,
-            carry_over: self.cfg.prime.carry_over,
-            sampling_eps: self.cfg.train.sampling_eps,
-            seed: self.cfg.seed,
-        };
+        let settings = EvalSettings::from_config(&self.cfg);
         evaluate(
             &self.ema,
             &self.tables,

@@ -51,13 +51,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let eval_tokens: Vec<u32> = blocks.concat();
     let unigram = unigram_nll(&train_data.train, &eval_tokens, codec.vocab_size());
 
-    let settings = EvalSettings {
-        time_draws: cfg.eval.time_draws,
-        batch_size: cfg.eval.batch_size,
-        carry_over: cfg.prime.carry_over,
-        sampling_eps: cfg.train.sampling_eps,
-        seed: cfg.seed,
-    };
+    let settings = EvalSettings::from_config(&cfg);
     let pb = bar(
         blocks.len() as u64,
         "eval {pos}/{len} sequences [{bar:30}] ETA {eta}",

@@ -53,7 +53,6 @@ fn resume_continues_exactly() {
         assert_eq!(pa, pb);
         assert_eq!(va, vb, "{pa} differs after resume");
     }
-    // And the run is really training: the weights moved from step k.
     let _ = std::fs::remove_dir_all(&dir_a);
     let _ = std::fs::remove_dir_all(&dir_b);
 }
