@@ -6,15 +6,18 @@
 //! (carry-over filtered, tempered, nucleus-truncated) model distribution and the revealed digits
 //! take x̂'s digits. A final noise-removal step fills whatever is still masked.
 //!
-//! Two facts make this cheap. Revealing does not depend on the model, so the reveals are decided
-//! first and a token is drawn only where something is revealed (the same distribution as drawing
-//! everywhere and discarding). And a step that reveals nothing leaves the sequence unchanged, so the
-//! network's output for it is reused: **idle-step caching, per sequence** — in a batch only the
-//! sequences whose input changed are run again (the reference re-runs the whole batch unless every
-//! sequence is idle; [`CacheMode::Batch`] reproduces that). The network is evaluated at the start of
-//! a step when the sequence's cache is stale, as in the reference, so NFE = 1 + #non-idle steps
-//! among the first T − 1, plus 1 for noise removal when something is still masked and the cache
-//! is stale. Time-conditioned models never cache.
+//! Three facts make this cheap. Revealing does not depend on the model, so the reveals of a step
+//! are decided first and a token is drawn only where something is revealed (the same distribution
+//! as drawing everywhere and discarding). The V-way head is per position, so the network body's
+//! output features are what is cached, and the head, the filter and the log-softmax run only on
+//! the few rows being revealed at a step (about L·ℓ/T of them) instead of on every position. And a
+//! step that reveals nothing leaves the sequence unchanged, so the body's output for it is reused:
+//! **idle-step caching, per sequence** — in a batch only the sequences whose input changed are run
+//! again (the reference re-runs the whole batch unless every sequence is idle; [`CacheMode::Batch`]
+//! reproduces that). The network is evaluated at the start of a step when the sequence's cache is
+//! stale, as in the reference, so NFE = 1 + #non-idle steps among the first T − 1, plus 1 for
+//! noise removal when something is still masked and the cache is stale. Time-conditioned models
+//! never cache.
 //!
 //! Every random draw of sequence `b` comes from its own generator, so caching never changes the
 //! output, and neither does the batch size.
@@ -128,18 +131,16 @@ impl Template {
     }
 }
 
-/// The network's output for one sequence: rows `[V]` for the positions that had a masked
-/// sub-token when it was computed (only those can be revealed later).
+/// The network body's output for one sequence: the final features `[L, D]`, row-major, of the
+/// current `y` (the head is applied per position, on demand).
 struct Cache {
-    /// `row_of[i]`: the row of position i, or `usize::MAX` (fully revealed).
-    row_of: Vec<usize>,
-    lp: Vec<f32>,
+    h: Vec<f32>,
 }
 
 struct SeqState {
     y: Vec<u32>,
     rng: StdRng,
-    /// Log-probabilities for the current `y`, if fresh, at its masked positions only.
+    /// Body features for the current `y`, if fresh.
     cache: Option<Cache>,
     nfe: usize,
     idle: usize,
@@ -199,9 +200,11 @@ pub fn sample(
         refresh(model, tables, schedule, settings, &mut seqs, t, device)?;
         network_s += t0.elapsed().as_secs_f64();
         let p_reveal = reveal_probability(schedule, t, s);
+        let t0 = std::time::Instant::now();
+        let changes = reveal_all(model, tables, settings, &mut seqs, Some(p_reveal), device)?;
+        network_s += t0.elapsed().as_secs_f64() - changes.other_s;
         let mut any_changed = false;
-        for seq in seqs.iter_mut() {
-            let changed = reveal_step(codec, settings, seq, Some(p_reveal));
+        for (seq, &changed) in seqs.iter_mut().zip(&changes.changed) {
             seq.idle += (!changed) as usize;
             seq.idle_at.push(!changed);
             if changed || settings.cache == CacheMode::Off || time_dependent {
@@ -228,10 +231,8 @@ pub fn sample(
         }
         let t0 = std::time::Instant::now();
         refresh(model, tables, schedule, settings, &mut rest, t_end, device)?;
-        network_s += t0.elapsed().as_secs_f64();
-        for seq in rest.iter_mut() {
-            reveal_step(codec, settings, seq, None);
-        }
+        let changes = reveal_all(model, tables, settings, &mut rest, None, device)?;
+        network_s += t0.elapsed().as_secs_f64() - changes.other_s;
         for (b, seq) in idx.into_iter().zip(rest) {
             seqs[b] = seq;
         }
@@ -290,7 +291,7 @@ fn refresh(
     device: &Device,
 ) -> Result<()> {
     let codec = tables.codec();
-    let (ell, l, v) = (codec.ell(), settings.seq_len, codec.vocab_size() as usize);
+    let (ell, l) = (codec.ell(), settings.seq_len);
     let stale: Vec<usize> = (0..seqs.len())
         .filter(|&b| seqs[b].cache.is_none())
         .collect();
@@ -301,97 +302,109 @@ fn refresh(
             .collect();
         let yt = Tensor::<3, Int>::from_data(TensorData::new(yt, [chunk.len(), l, ell]), device);
         let sigma = model.sigma(schedule, &vec![t; chunk.len()]);
-        // The V-way head, filter and log-softmax only where a sub-token is still masked.
-        let mask = codec.mask_id();
-        let rows: Vec<usize> = chunk
-            .iter()
-            .enumerate()
-            .flat_map(|(bl, &b)| {
-                let y = &seqs[b].y;
-                (0..l)
-                    .filter(move |&i| y[i * ell..(i + 1) * ell].contains(&mask))
-                    .map(move |i| bl * l + i)
-            })
-            .collect();
-        let lp: Vec<f32> = if rows.is_empty() {
-            Vec::new()
-        } else {
-            let n = rows.len();
-            let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), device);
-            let h = model.features(yt.clone(), &sigma);
-            let d = h.dims()[2];
-            let h = h
-                .reshape([chunk.len() * l, d])
-                .select(0, idx.clone())
-                .reshape([n, 1, d]);
-            let yt_rows = yt
-                .reshape([chunk.len() * l, ell])
-                .select(0, idx)
-                .reshape([n, 1, ell]);
-            tables
-                .log_probs(model.head_logits(h), yt_rows, settings.carry_over)
-                .try_into_vec_as()
-                .map_err(|e| {
-                    mdm_prime_core::Error::Value(format!("reading log-probabilities: {e:?}"))
-                })?
-        };
+        let h: Vec<f32> = model
+            .features(yt, &sigma)
+            .try_into_vec_as()
+            .map_err(|e| mdm_prime_core::Error::Value(format!("reading features: {e:?}")))?;
+        let per_seq = h.len() / chunk.len();
         for (bl, &b) in chunk.iter().enumerate() {
-            let mut row_of = vec![usize::MAX; l];
-            let mut mine = Vec::new();
-            for (k, &r) in rows.iter().enumerate() {
-                if r / l == bl {
-                    row_of[r % l] = mine.len() / v;
-                    mine.extend_from_slice(&lp[k * v..(k + 1) * v]);
-                }
-            }
-            seqs[b].cache = Some(Cache { row_of, lp: mine });
+            seqs[b].cache = Some(Cache {
+                h: h[bl * per_seq..(bl + 1) * per_seq].to_vec(),
+            });
             seqs[b].nfe += 1;
         }
     }
     Ok(())
 }
 
-/// One reverse step of one sequence: with `Some(p)`, each masked sub-token is revealed with
-/// probability p; with `None` (noise removal) all are. Where a token has a reveal, a token x̂ is
-/// drawn from its cached distribution and the revealed digits take x̂'s digits. Returns whether
-/// anything changed.
-fn reveal_step(
-    codec: &Codec,
+/// What one reverse step did to a set of sequences.
+struct Changes {
+    /// Whether each sequence changed.
+    changed: Vec<bool>,
+    /// Seconds spent outside the network (reveal decisions, tempering, draws).
+    other_s: f64,
+}
+
+/// One reverse step of every sequence in `seqs` (their caches must be fresh): with `Some(p)`,
+/// each masked sub-token is revealed with probability p; with `None` (noise removal) all are.
+/// Each sequence first decides its reveals from its own generator; then the head, the filter and
+/// the log-softmax run once on the rows (sequence, position) that reveal something, from the
+/// cached features; then, in position order, each such token x̂ is drawn from its distribution
+/// and the revealed digits take x̂'s digits.
+fn reveal_all(
+    model: &Dit,
+    tables: &PrimeTables,
     settings: &SampleSettings,
-    seq: &mut SeqState,
+    seqs: &mut [SeqState],
     p: Option<f64>,
-) -> bool {
+    device: &Device,
+) -> Result<Changes> {
+    let started = std::time::Instant::now();
+    let codec = tables.codec();
     let (ell, mask, v) = (codec.ell(), codec.mask_id(), codec.vocab_size() as usize);
-    let mut changed = false;
-    let mut reveal = vec![false; ell];
-    for i in 0..seq.y.len() / ell {
-        let digits = &seq.y[i * ell..(i + 1) * ell];
-        let mut any = false;
-        for j in 0..ell {
-            reveal[j] = digits[j] == mask && p.is_none_or(|p| seq.rng.random::<f64>() < p);
-            any |= reveal[j];
-        }
-        if !any {
-            continue;
-        }
-        let cache = seq.cache.as_ref().expect("refresh() filled the cache");
-        let r = cache.row_of[i]; // position i had a masked digit when the cache was made
-        let row = &cache.lp[r * v..(r + 1) * v];
-        let top = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let mut probs: Vec<f64> = row
-            .iter()
-            .map(|&lp| ((lp as f64 - top) / settings.temperature).exp())
-            .collect();
-        nucleus(&mut probs, settings.top_p);
-        let x = exponential_race(&probs, settings.precision, &mut seq.rng) as u32;
-        let dx = &codec.digit_table()[x as usize * ell..(x as usize + 1) * ell];
-        for j in 0..ell {
-            if reveal[j] {
-                seq.y[i * ell + j] = dx[j];
-                changed = true;
+    let l = settings.seq_len;
+    // Reveal decisions: (sequence, position, which digits).
+    let mut rows: Vec<(usize, usize, Vec<bool>)> = Vec::new();
+    for (b, seq) in seqs.iter_mut().enumerate() {
+        for i in 0..l {
+            let digits = &seq.y[i * ell..(i + 1) * ell];
+            let reveal: Vec<bool> = digits
+                .iter()
+                .map(|&d| d == mask && p.is_none_or(|p| seq.rng.random::<f64>() < p))
+                .collect();
+            if reveal.contains(&true) {
+                rows.push((b, i, reveal));
             }
         }
     }
-    changed
+    let mut other_s = started.elapsed().as_secs_f64();
+    // The head on the revealed rows, at most a network batch of positions at a time.
+    let mut changed = vec![false; seqs.len()];
+    let chunk_rows = settings.batch_size.max(1) * l;
+    for part in rows.chunks(chunk_rows) {
+        let n = part.len();
+        let mut h = Vec::new();
+        let mut yt = Vec::with_capacity(n * ell);
+        for (b, i, _) in part {
+            let cache = seqs[*b].cache.as_ref().expect("refresh() filled the cache");
+            let d = cache.h.len() / l;
+            h.extend_from_slice(&cache.h[i * d..(i + 1) * d]);
+            yt.extend(seqs[*b].y[i * ell..(i + 1) * ell].iter().map(|&x| x as i64));
+        }
+        let d = h.len() / n;
+        let h = Tensor::<3>::from_data(TensorData::new(h, [n, 1, d]), device);
+        let yt = Tensor::<3, Int>::from_data(TensorData::new(yt, [n, 1, ell]), device);
+        let lp: Vec<f32> = tables
+            .log_probs(model.head_logits(h), yt, settings.carry_over)
+            .try_into_vec_as()
+            .map_err(|e| {
+                mdm_prime_core::Error::Value(format!("reading log-probabilities: {e:?}"))
+            })?;
+        let t0 = std::time::Instant::now();
+        for (k, (b, i, reveal)) in part.iter().enumerate() {
+            let seq = &mut seqs[*b];
+            let x = draw(&lp[k * v..(k + 1) * v], settings, &mut seq.rng);
+            let dx = &codec.digit_table()[x * ell..(x + 1) * ell];
+            for j in 0..ell {
+                if reveal[j] {
+                    seq.y[i * ell + j] = dx[j];
+                }
+            }
+            changed[*b] = true;
+        }
+        other_s += t0.elapsed().as_secs_f64();
+    }
+    Ok(Changes { changed, other_s })
+}
+
+/// Draws a token from one row of log-probabilities: tempered, nucleus-truncated, by an
+/// exponential race.
+fn draw(row: &[f32], settings: &SampleSettings, rng: &mut StdRng) -> usize {
+    let top = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let mut probs: Vec<f64> = row
+        .iter()
+        .map(|&lp| ((lp as f64 - top) / settings.temperature).exp())
+        .collect();
+    nucleus(&mut probs, settings.top_p);
+    exponential_race(&probs, settings.precision, rng)
 }
