@@ -21,6 +21,10 @@ pub struct NoisedBatch {
     pub weight: Tensor<1>,
     /// Flat indices `b·L + i` of the tokens with at least one masked sub-token.
     pub masked_positions: Vec<usize>,
+    /// `x0` on the host, `B·L` tokens.
+    pub x0_host: Vec<u32>,
+    /// `yt` on the host, `B·L·ℓ` digits.
+    pub yt_host: Vec<u32>,
 }
 
 /// Encodes `blocks` (each L tokens), masks each sub-token with probability `1 − α(t[s])`, and
@@ -43,8 +47,13 @@ pub fn noised_batch(
         .collect();
     let to_i64 = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<_>>();
     Ok(NoisedBatch {
-        x0: Tensor::from_data(TensorData::new(to_i64(x0), [b, l]), device),
-        yt: Tensor::from_data(TensorData::new(to_i64(yt), [b, l, codec.ell()]), device),
+        x0: Tensor::from_data(TensorData::new(to_i64(x0.clone()), [b, l]), device),
+        yt: Tensor::from_data(
+            TensorData::new(to_i64(yt.clone()), [b, l, codec.ell()]),
+            device,
+        ),
+        x0_host: x0,
+        yt_host: yt,
         weight: loss_weights(schedule, &t, device),
         t,
         masked_positions,

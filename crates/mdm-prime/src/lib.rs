@@ -15,6 +15,7 @@ pub mod error;
 pub mod eval;
 pub mod model;
 pub mod objective;
+pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod profile;

@@ -12,11 +12,14 @@
 //! With ℓ = 1 both reduce to MDLM's SUBS objective: `−log p_θ(x₀ⁱ | x_t)/t` on masked tokens,
 //! 0 on revealed ones (with carry-over).
 
+use std::sync::Arc;
+
 use burn::tensor::{Int, Tensor, TensorData};
 use mdm_prime_core::{Objective, Schedule};
 
 use crate::batch::NoisedBatch;
 use crate::model::Dit;
+use crate::ops::filtered_nll;
 use crate::subtoken::PrimeTables;
 
 /// Weighted nats per token under `objective`.
@@ -126,7 +129,33 @@ pub fn batch_loss(
         .select(0, idx)
         .reshape([n, 1]);
     let weight = batch.weight.clone().select(0, seq);
-    let lp = tables.log_probs(model.head_logits(h), yt.clone(), carry_over);
+    let logits = model.head_logits(h);
+    if objective == Objective::Paper {
+        // Filter, log-softmax and gather fused (`ops::filtered_nll`, tested equal to the
+        // composed `log_probs` + `token_terms` in value and gradient).
+        let v = tables.codec().vocab_size() as usize;
+        let rows: Vec<u32> = batch
+            .masked_positions
+            .iter()
+            .flat_map(|&k| batch.yt_host[k * ell..(k + 1) * ell].iter().copied())
+            .collect();
+        let allowed = carry_over.then(|| {
+            let mut a = vec![false; n * v];
+            tables
+                .codec()
+                .allowed_batch(&rows, &mut a)
+                .expect("digits come from this codec");
+            Arc::new(a)
+        });
+        let targets: Vec<u32> = batch
+            .masked_positions
+            .iter()
+            .map(|&k| batch.x0_host[k])
+            .collect();
+        let nll = filtered_nll(logits.reshape([n, v]), allowed, Arc::new(targets));
+        return (nll * weight).sum().div_scalar((b * l) as f64);
+    }
+    let lp = tables.log_probs(logits, yt.clone(), carry_over);
     token_terms(objective, tables, lp, yt, x0, weight)
         .sum()
         .div_scalar((b * l) as f64)

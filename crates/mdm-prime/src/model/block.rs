@@ -15,13 +15,9 @@ pub fn modulate(x: Tensor<3>, shift: Tensor<3>, scale: Tensor<3>) -> Tensor<3> {
 }
 
 /// GELU, tanh approximation: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (PyTorch's
-/// `approximate="tanh"`). Written with `x·x·x` rather than burn's `gelu_approximate`, whose
-/// `powf` showed up as 4 % of a `cpu-bytes` training step (docs/performance.md).
-pub fn gelu_tanh(x: Tensor<3>) -> Tensor<3> {
-    let inner = (x.clone() + x.clone() * x.clone() * x.clone() * 0.044715)
-        * (2.0 / std::f64::consts::PI).sqrt();
-    (inner.tanh() + 1.0) * x * 0.5
-}
+/// `approximate="tanh"`), the fused op of [`crate::ops::gelu_tanh`] (one pass forward, one
+/// backward; the composed version cost nine passes and scalar `tanhf`, docs/performance.md).
+pub use crate::ops::gelu_tanh;
 
 /// A bias-free LayerNorm (learned weight only), ε = 1e-5.
 pub fn layer_norm(d: usize, device: &Device) -> LayerNorm {

@@ -3,5 +3,6 @@
 
 mod common;
 mod model;
+mod ops;
 mod resume;
 mod sampler;

@@ -1,0 +1,141 @@
+//! The fused ops against their composed burn versions: values and gradients to 1e-5 relative,
+//! on the autodiff device (training) and the plain device (evaluation, sampling).
+
+use std::sync::Arc;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use mdm_prime::ops::{Allowed, filtered_nll, filtered_nll_composed, gelu_tanh, gelu_tanh_composed};
+
+/// Deterministic pseudo-random values in about [−scale, scale].
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// `|fused − composed| ≤ 1e-5·|composed| + 1e-6·max|composed|`: 1e-5 relative, with a floor
+/// at a millionth of the tensor's scale for entries near 0 (there the composed f32 version is
+/// itself off by that much: `1 + tanh u` and `1 − tanh² u` cancel in GELU's tails).
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0.0f32, |m, w| m.max(w.abs()));
+    for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let tol = 1e-5 * w.abs() + 1e-6 * scale;
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}[{k}]: fused {g} vs composed {w} (|diff| {} > {tol})",
+            (g - w).abs()
+        );
+    }
+}
+
+fn ad() -> Device {
+    Device::default().autodiff()
+}
+
+#[test]
+fn fused_gelu_equals_composed_in_value_and_gradient() {
+    // 3·1000 elements (not a multiple of the SIMD width), values up to ±8 (both tails).
+    let x = values(3000, 1, 8.0);
+    let up = values(3000, 2, 1.0); // upstream gradient
+    let run = |fused: bool| {
+        let d = ad();
+        let xt =
+            Tensor::<3>::from_data(TensorData::new(x.clone(), [3, 10, 100]), &d).require_grad();
+        let y = if fused {
+            gelu_tanh(xt.clone())
+        } else {
+            gelu_tanh_composed(xt.clone())
+        };
+        let w = Tensor::<3>::from_data(TensorData::new(up.clone(), [3, 10, 100]), &d);
+        let grads = (y.clone() * w).sum().backward();
+        let g: Vec<f32> = xt.grad(&grads).unwrap().try_into_vec_as().unwrap();
+        let y: Vec<f32> = y.inner().try_into_vec_as().unwrap();
+        (y, g)
+    };
+    let (y_f, g_f) = run(true);
+    let (y_c, g_c) = run(false);
+    assert_close(&y_f, &y_c, "gelu value");
+    assert_close(&g_f, &g_c, "gelu gradient");
+    // The plain device (no autodiff) takes the same kernel.
+    let plain = Tensor::<3>::from_data(TensorData::new(x, [3, 10, 100]), &Device::default());
+    let y_p: Vec<f32> = gelu_tanh(plain).try_into_vec_as().unwrap();
+    assert_close(&y_p, &y_c, "gelu value, plain device");
+}
+
+/// Rows of `v` logits with allowed sets of every kind: everything, a strict subset, a single
+/// class (a fully revealed token: nll 0, gradient 0), and a row whose allowed set avoids the
+/// row maximum.
+fn nll_case(v: usize) -> (Vec<f32>, Vec<bool>, Vec<u32>) {
+    let n = 6;
+    let logits = values(n * v, 3, 6.0);
+    let mut allowed = vec![true; n * v];
+    let mut targets = vec![0u32; n];
+    for r in 0..n {
+        let row = &mut allowed[r * v..(r + 1) * v];
+        match r {
+            0 => {}
+            1 => row
+                .iter_mut()
+                .enumerate()
+                .for_each(|(x, a)| *a = x % 3 == 1),
+            2 => row
+                .iter_mut()
+                .enumerate()
+                .for_each(|(x, a)| *a = x == v / 2),
+            _ => row
+                .iter_mut()
+                .enumerate()
+                .for_each(|(x, a)| *a = (x * 7 + r) % 5 < 2),
+        }
+        targets[r] = (0..v as u32).rev().find(|&x| row[x as usize]).unwrap();
+    }
+    (logits, allowed, targets)
+}
+
+#[test]
+fn fused_filtered_nll_equals_composed_in_value_and_gradient() {
+    for v in [7usize, 50, 1000] {
+        let (logits, allowed, targets) = nll_case(v);
+        let n = targets.len();
+        let up = values(n, 4, 2.0);
+        for allowed in [Some(Arc::new(allowed.clone())), None] as [Allowed; 2] {
+            let run = |fused: bool| {
+                let d = ad();
+                let z = Tensor::<2>::from_data(TensorData::new(logits.clone(), [n, v]), &d)
+                    .require_grad();
+                let nll = if fused {
+                    filtered_nll(z.clone(), allowed.clone(), Arc::new(targets.clone()))
+                } else {
+                    filtered_nll_composed(z.clone(), allowed.clone(), &targets)
+                };
+                let w = Tensor::<1>::from_data(TensorData::new(up.clone(), [n]), &d);
+                let grads = (nll.clone() * w).sum().backward();
+                let g: Vec<f32> = z.grad(&grads).unwrap().try_into_vec_as().unwrap();
+                let nll: Vec<f32> = nll.inner().try_into_vec_as().unwrap();
+                (nll, g)
+            };
+            let what = format!("V = {v}, filtered = {}", allowed.is_some());
+            let (nll_f, g_f) = run(true);
+            let (nll_c, g_c) = run(false);
+            assert_close(&nll_f, &nll_c, &format!("nll, {what}"));
+            assert_close(&g_f, &g_c, &format!("gradient, {what}"));
+            if allowed.is_some() {
+                assert_eq!(nll_f[2], 0.0, "a single allowed class has probability 1");
+                assert!(g_f[2 * v..3 * v].iter().all(|&g| g == 0.0));
+            }
+            let plain =
+                Tensor::<2>::from_data(TensorData::new(logits.clone(), [n, v]), &Device::default());
+            let nll_p: Vec<f32> = filtered_nll(plain, allowed.clone(), Arc::new(targets.clone()))
+                .try_into_vec_as()
+                .unwrap();
+            assert_close(&nll_p, &nll_c, &format!("nll plain device, {what}"));
+        }
+    }
+}
