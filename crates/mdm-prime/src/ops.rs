@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Distribution, Int, Tensor, TensorData};
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
@@ -53,7 +53,7 @@ fn exp_f32(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
     e_r * f32::from_bits(((n_bits + 127) << 23) as u32)
 }
@@ -507,4 +507,489 @@ mod tests {
             assert!((s as f64 - fd).abs() < 1e-5, "x={x}: {s} vs {fd}");
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Dropout.
+
+/// A 32-bit integer hash with good avalanche (Wellons' "lowbias32"); vectorises (32-bit lanes).
+#[inline(always)]
+fn hash32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
+
+/// The dropout multiplier of element `i`: `1/(1 − p)` when kept (with probability `1 − p`), else 0.
+#[inline(always)]
+fn dropout_multiplier(i: u32, seed: (u32, u32), keep: f32, scale: f32) -> f32 {
+    let h = hash32(hash32(i.wrapping_mul(0x9e37_79b9) ^ seed.0) ^ seed.1);
+    let u = (h >> 8) as f32 * (1.0 / (1u32 << 24) as f32);
+    if u < keep { scale } else { 0.0 }
+}
+
+struct DropoutKernel<'a> {
+    /// Index of the first element of this block.
+    start: usize,
+    seed: (u32, u32),
+    keep: f32,
+    values: &'a mut [f32],
+}
+
+impl WithSimd for DropoutKernel<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let scale = 1.0 / self.keep;
+        for (k, x) in self.values.iter_mut().enumerate() {
+            *x *= dropout_multiplier((self.start + k) as u32, self.seed, self.keep, scale);
+        }
+    }
+}
+
+/// `values·mask` in place, the mask a function of `(seed, index)` only.
+fn apply_dropout(values: &mut [f32], seed: (u32, u32), keep: f32) {
+    values
+        .par_chunks_mut(GRAIN)
+        .enumerate()
+        .for_each(|(c, values)| {
+            simd(DropoutKernel {
+                start: c * GRAIN,
+                seed,
+                keep,
+                values,
+            })
+        });
+}
+
+#[derive(Debug)]
+struct DropoutBackward;
+
+impl Backward<Flex, 1> for DropoutBackward {
+    /// `(seed, keep probability)`: the mask is recomputed, not stored.
+    type State = ((u32, u32), f32);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (seed, keep) = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let shape = shape_of(&grad);
+            let mut g = f32s(&contiguous(grad)).to_vec();
+            apply_dropout(&mut g, seed, keep);
+            flex_from(g, &shape)
+        });
+    }
+}
+
+/// Dropout as `burn::nn::Dropout::forward` (active only in training mode on an autodiff device;
+/// kept elements scaled by `1/(1 − p)`), with the mask drawn by a counter-based hash in one
+/// parallel, vectorised pass instead of one ChaCha draw per element, and recomputed in the
+/// backward pass instead of stored. The hash is seeded from burn's generator, so a seeded run
+/// repeats exactly.
+pub fn dropout<const D: usize>(x: Tensor<D>, module: &burn::nn::Dropout) -> Tensor<D> {
+    if !module.training.is_enabled() || !x.device().is_autodiff() || module.prob == 0.0 {
+        return x;
+    }
+    let keep = (1.0 - module.prob) as f32;
+    let device = x.device();
+    let draws: Vec<f32> = Tensor::<1>::random([2], Distribution::Default, &device)
+        .inner()
+        .try_into_vec_as()
+        .expect("two f32 draws");
+    let seed = (
+        (draws[0] * 16_777_216.0) as u32 ^ 0x5bd1_e995,
+        (draws[1] * 16_777_216.0) as u32 ^ 0x27d4_eb2f,
+    );
+    if let Ok(ad) = x.clone().try_into_primitive::<Ad>() {
+        let (prim, guard) = ad.into_parts();
+        let shape = shape_of(&prim);
+        let mut y = f32s(&contiguous(prim)).to_vec();
+        apply_dropout(&mut y, seed, keep);
+        let out = flex_from(y, &shape);
+        let t = match DropoutBackward
+            .prepare::<NoCheckpointing>([guard])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((seed, keep), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        return Tensor::from_primitive::<Ad>(t);
+    }
+    module.forward(x)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Rotary self-attention.
+
+/// Rotary tables for positions `0..L`, GPT-NeoX "rotate half" layout (`freqs` repeated twice),
+/// base 10000 (spec §6.2), on the host and as `[L, hd]` tensors.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    pub seq_len: usize,
+    pub head_dim: usize,
+    cos_host: Arc<Vec<f32>>,
+    sin_host: Arc<Vec<f32>>,
+    pub cos: Tensor<2>,
+    pub sin: Tensor<2>,
+}
+
+impl Rope {
+    pub fn new(seq_len: usize, head_dim: usize, device: &burn::tensor::Device) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(seq_len * head_dim);
+        let mut sin = Vec::with_capacity(seq_len * head_dim);
+        for pos in 0..seq_len {
+            let angles: Vec<f64> = (0..half)
+                .map(|i| pos as f64 * 10000f64.powf(-((2 * i) as f64) / head_dim as f64))
+                .collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| a.cos() as f32));
+                sin.extend(angles.iter().map(|a| a.sin() as f32));
+            }
+        }
+        let mk = |v: &Vec<f32>| {
+            Tensor::from_data(TensorData::new(v.clone(), [seq_len, head_dim]), device)
+        };
+        Rope {
+            seq_len,
+            head_dim,
+            cos: mk(&cos),
+            sin: mk(&sin),
+            cos_host: Arc::new(cos),
+            sin_host: Arc::new(sin),
+        }
+    }
+}
+
+/// `x·cos + rotate_half(x)·sin` with `rotate_half([x1, x2]) = [−x2, x1]` on one row of hd.
+#[inline(always)]
+fn rotate_row(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        out[i] = x[i] * cos[i] - x[i + half] * sin[i];
+        out[i + half] = x[i + half] * cos[i + half] + x[i] * sin[i + half];
+    }
+}
+
+/// The adjoint of [`rotate_row`]: the gradient of its input from the gradient of its output.
+#[inline(always)]
+fn unrotate_row(g: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
+    let half = g.len() / 2;
+    for i in 0..half {
+        out[i] = g[i] * cos[i] + g[i + half] * sin[i + half];
+        out[i + half] = g[i + half] * cos[i + half] - g[i] * sin[i];
+    }
+}
+
+/// Dimensions of one attention call.
+#[derive(Debug, Clone, Copy)]
+struct AttnDims {
+    b: usize,
+    l: usize,
+    h: usize,
+    hd: usize,
+}
+
+impl AttnDims {
+    fn d(&self) -> usize {
+        self.h * self.hd
+    }
+}
+
+/// Splits `qkv [B, L, 3D]` into rotated q, rotated k and v, each `[B·H, L, hd]`.
+fn split_heads(qkv: &[f32], dims: AttnDims, rope: &Rope) -> [Vec<f32>; 3] {
+    let AttnDims { l, h, hd, .. } = dims;
+    let d = dims.d();
+    let block = l * hd;
+    let mut out = [
+        vec![0.0f32; dims.b * h * block],
+        vec![0.0f32; dims.b * h * block],
+        vec![0.0f32; dims.b * h * block],
+    ];
+    for (part, buf) in out.iter_mut().enumerate() {
+        buf.par_chunks_mut(block).enumerate().for_each(|(bh, dst)| {
+            let (bi, hi) = (bh / h, bh % h);
+            for li in 0..l {
+                let src = &qkv[(bi * l + li) * 3 * d + part * d + hi * hd..][..hd];
+                let row = &mut dst[li * hd..(li + 1) * hd];
+                if part == 2 {
+                    row.copy_from_slice(src);
+                } else {
+                    let t = li * hd..(li + 1) * hd;
+                    rotate_row(src, &rope.cos_host[t.clone()], &rope.sin_host[t], row);
+                }
+            }
+        });
+    }
+    out
+}
+
+/// `[B·H, L, hd]` → `[B, L, H·hd]`.
+fn merge_heads(x: &[f32], dims: AttnDims) -> Vec<f32> {
+    let AttnDims { l, h, hd, .. } = dims;
+    let d = dims.d();
+    let mut out = vec![0.0f32; dims.b * l * d];
+    out.par_chunks_mut(d).enumerate().for_each(|(bl, row)| {
+        let (bi, li) = (bl / l, bl % l);
+        for hi in 0..h {
+            row[hi * hd..(hi + 1) * hd].copy_from_slice(&x[((bi * h + hi) * l + li) * hd..][..hd]);
+        }
+    });
+    out
+}
+
+/// `[B, L, H·hd]` → `[B·H, L, hd]`.
+fn split_grad(g: &[f32], dims: AttnDims) -> Vec<f32> {
+    let AttnDims { l, h, hd, .. } = dims;
+    let d = dims.d();
+    let mut out = vec![0.0f32; dims.b * h * l * hd];
+    out.par_chunks_mut(l * hd)
+        .enumerate()
+        .for_each(|(bh, dst)| {
+            let (bi, hi) = (bh / h, bh % h);
+            for li in 0..l {
+                dst[li * hd..(li + 1) * hd]
+                    .copy_from_slice(&g[(bi * l + li) * d + hi * hd..][..hd]);
+            }
+        });
+    out
+}
+
+/// Row softmax of `scale·s` in place.
+struct SoftmaxRows<'a> {
+    s: &'a mut [f32],
+    n: usize,
+    scale: f32,
+}
+
+impl WithSimd for SoftmaxRows<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        for row in self.s.chunks_exact_mut(self.n) {
+            let m = masked_max(row, None);
+            let mut acc = [0.0f32; LANES];
+            let mut tail = 0.0f32;
+            let mut chunks = row.chunks_exact_mut(LANES);
+            for c in &mut chunks {
+                for k in 0..LANES {
+                    c[k] = exp_f32((c[k] - m) * self.scale);
+                    acc[k] += c[k];
+                }
+            }
+            for x in chunks.into_remainder() {
+                *x = exp_f32((*x - m) * self.scale);
+                tail += *x;
+            }
+            let inv = 1.0 / (acc.iter().sum::<f32>() + tail);
+            for x in row.iter_mut() {
+                *x *= inv;
+            }
+        }
+    }
+}
+
+/// `ds = scale·p∘(dp − Σ_row dp∘p)` in place of `dp`.
+struct SoftmaxGradRows<'a> {
+    p: &'a [f32],
+    dp: &'a mut [f32],
+    n: usize,
+    scale: f32,
+}
+
+impl WithSimd for SoftmaxGradRows<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        for (dp, p) in self
+            .dp
+            .chunks_exact_mut(self.n)
+            .zip(self.p.chunks_exact(self.n))
+        {
+            let mut acc = [0.0f32; LANES];
+            let mut tail = 0.0f32;
+            let (dc, pc) = (dp.chunks_exact(LANES), p.chunks_exact(LANES));
+            let (dr, pr) = (dc.remainder(), pc.remainder());
+            for (a, b) in dc.zip(pc) {
+                for k in 0..LANES {
+                    acc[k] += a[k] * b[k];
+                }
+            }
+            for (a, b) in dr.iter().zip(pr) {
+                tail += a * b;
+            }
+            let dot = acc.iter().sum::<f32>() + tail;
+            for (x, &q) in dp.iter_mut().zip(p) {
+                *x = self.scale * q * (*x - dot);
+            }
+        }
+    }
+}
+
+fn softmax_rows(s: &mut [f32], n: usize, scale: f32) {
+    let rows = rows_per_task(n);
+    s.par_chunks_mut(rows * n)
+        .for_each(|s| simd(SoftmaxRows { s, n, scale }));
+}
+
+fn matmul(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
+    contiguous(burn_flex::ops::matmul::matmul(a.clone(), b.clone()))
+}
+
+/// Transposes the last two dims (a view).
+fn t12(x: &FlexTensor) -> FlexTensor {
+    x.transpose(1, 2)
+}
+
+#[derive(Debug, Clone)]
+struct AttnState {
+    dims: AttnDims,
+    rope: Rope,
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    /// Attention probabilities `[B·H, L, L]`.
+    p: FlexTensor,
+}
+
+/// Forward on flex primitives: the output `[B, L, D]` and what the backward pass needs.
+fn attention_forward(qkv: &FlexTensor, dims: AttnDims, rope: &Rope) -> (FlexTensor, AttnState) {
+    let AttnDims { b, l, h, hd } = dims;
+    let [q, k, v] = split_heads(f32s(qkv), dims, rope);
+    let shape = [b * h, l, hd];
+    let (q, k, v) = (
+        flex_from(q, &shape),
+        flex_from(k, &shape),
+        flex_from(v, &shape),
+    );
+    let mut p = f32s(&matmul(&q, &t12(&k))).to_vec();
+    softmax_rows(&mut p, l, 1.0 / (hd as f32).sqrt());
+    let p = flex_from(p, &[b * h, l, l]);
+    let o = matmul(&p, &v);
+    let out = flex_from(merge_heads(f32s(&o), dims), &[b, l, dims.d()]);
+    (
+        out,
+        AttnState {
+            dims,
+            rope: rope.clone(),
+            q,
+            k,
+            v,
+            p,
+        },
+    )
+}
+
+#[derive(Debug)]
+struct AttnBackward;
+
+impl Backward<Flex, 1> for AttnBackward {
+    type State = AttnState;
+
+    fn backward(self, ops: Ops<AttnState, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let st = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let dims = st.dims;
+            let AttnDims { b, l, h, hd } = dims;
+            let d = dims.d();
+            let d_o = flex_from(split_grad(f32s(&contiguous(grad)), dims), &[b * h, l, hd]);
+            let dv = matmul(&t12(&st.p), &d_o);
+            let mut ds = f32s(&matmul(&d_o, &t12(&st.v))).to_vec();
+            let (p, scale) = (f32s(&st.p), 1.0 / (hd as f32).sqrt());
+            let rows = rows_per_task(l);
+            ds.par_chunks_mut(rows * l)
+                .zip(p.par_chunks(rows * l))
+                .for_each(|(dp, p)| simd(SoftmaxGradRows { p, dp, n: l, scale }));
+            let ds = flex_from(ds, &[b * h, l, l]);
+            let dq = matmul(&ds, &st.k);
+            let dk = matmul(&t12(&ds), &st.q);
+            let (dq, dk, dv) = (f32s(&dq), f32s(&dk), f32s(&dv));
+            // Back to [B, L, 3D], undoing the rotation of q and k.
+            let mut out = vec![0.0f32; b * l * 3 * d];
+            out.par_chunks_mut(3 * d).enumerate().for_each(|(bl, row)| {
+                let (bi, li) = (bl / l, bl % l);
+                let t = li * hd..(li + 1) * hd;
+                let (cos, sin) = (&st.rope.cos_host[t.clone()], &st.rope.sin_host[t]);
+                for hi in 0..h {
+                    let src = ((bi * h + hi) * l + li) * hd;
+                    unrotate_row(&dq[src..src + hd], cos, sin, &mut row[hi * hd..][..hd]);
+                    unrotate_row(&dk[src..src + hd], cos, sin, &mut row[d + hi * hd..][..hd]);
+                    row[2 * d + hi * hd..][..hd].copy_from_slice(&dv[src..src + hd]);
+                }
+            });
+            flex_from(out, &[b, l, 3 * d])
+        });
+    }
+}
+
+/// Bidirectional multi-head self-attention with rotary q/k (spec §6.2) from the fused
+/// projection `qkv [B, L, 3D]` (laid out `[3, H, hd]` in the last dim) to the heads' outputs
+/// `[B, L, D]` (before the output projection): split into heads, rotate, `softmax(q·kᵀ/√hd)·v`,
+/// merge heads — one op forward and one backward (the probabilities are kept, the scores are
+/// not). [`rotary_attention_composed`] is its oracle and its fallback off flex.
+pub fn rotary_attention(qkv: Tensor<3>, heads: usize, rope: &Rope) -> Tensor<3> {
+    let [b, l, d3] = qkv.dims();
+    assert!(
+        d3 % (3 * heads) == 0 && l == rope.seq_len && d3 / 3 / heads == rope.head_dim,
+        "qkv [{b}, {l}, {d3}] does not match {heads} heads and rotary tables [{}, {}]",
+        rope.seq_len,
+        rope.head_dim
+    );
+    let dims = AttnDims {
+        b,
+        l,
+        h: heads,
+        hd: d3 / 3 / heads,
+    };
+    if qkv.is_autodiff() {
+        if let Ok(ad) = qkv.clone().try_into_primitive::<Ad>() {
+            let (prim, guard) = ad.into_parts();
+            let (out, state) = attention_forward(&contiguous(prim), dims, rope);
+            let t = match AttnBackward
+                .prepare::<NoCheckpointing>([guard])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(state, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            };
+            return Tensor::from_primitive::<Ad>(t);
+        }
+    } else if let Ok(prim) = qkv.clone().try_into_primitive::<Flex>() {
+        let (out, _) = attention_forward(&contiguous(prim), dims, rope);
+        return Tensor::from_primitive::<Flex>(out);
+    }
+    rotary_attention_composed(qkv, heads, rope)
+}
+
+/// [`rotary_attention`] from burn's differentiable primitives.
+pub fn rotary_attention_composed(qkv: Tensor<3>, heads: usize, rope: &Rope) -> Tensor<3> {
+    let [b, l, d3] = qkv.dims();
+    let (h, hd) = (heads, d3 / 3 / heads);
+    let qkv = qkv.reshape([b, l, 3, h, hd]);
+    let part = |i: usize| {
+        qkv.clone()
+            .narrow(2, i, 1)
+            .reshape([b, l, h, hd])
+            .swap_dims(1, 2)
+    };
+    let rotate = |x: Tensor<4>| {
+        let half = hd / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![-x2, x1], 3);
+        let cos = rope.cos.clone().reshape([1, 1, l, hd]);
+        let sin = rope.sin.clone().reshape([1, 1, l, hd]);
+        x * cos + rotated * sin
+    };
+    let q = rotate(part(0));
+    let k = rotate(part(1));
+    let v = part(2);
+    let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
+    burn::tensor::activation::softmax(scores, 3)
+        .matmul(v)
+        .swap_dims(1, 2)
+        .reshape([b, l, h * hd])
 }

@@ -7,7 +7,6 @@ use burn::nn::{
 };
 use burn::tensor::Device;
 use burn::tensor::Tensor;
-use burn::tensor::activation::softmax;
 
 /// `modulate(x) = x·(1 + scale) + shift` (spec §6.2), with `shift`, `scale: [B, 1, D]`.
 pub fn modulate(x: Tensor<3>, shift: Tensor<3>, scale: Tensor<3>) -> Tensor<3> {
@@ -18,6 +17,7 @@ pub fn modulate(x: Tensor<3>, shift: Tensor<3>, scale: Tensor<3>) -> Tensor<3> {
 /// `approximate="tanh"`), the fused op of [`crate::ops::gelu_tanh`] (one pass forward, one
 /// backward; the composed version cost nine passes and scalar `tanhf`, docs/performance.md).
 pub use crate::ops::gelu_tanh;
+use crate::ops::{Rope, dropout, rotary_attention};
 
 /// A bias-free LayerNorm (learned weight only), ε = 1e-5.
 pub fn layer_norm(d: usize, device: &Device) -> LayerNorm {
@@ -32,45 +32,6 @@ pub fn zero_linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     LinearConfig::new(d_in, d_out)
         .with_initializer(Initializer::Zeros)
         .init(device)
-}
-
-/// Rotary tables for positions `0..L`: `cos, sin: [L, hd]`, GPT-NeoX "rotate half" layout
-/// (`freqs` repeated twice), base 10000 (spec §6.2).
-pub fn rotary_tables(seq_len: usize, head_dim: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
-    let half = head_dim / 2;
-    let mut cos = Vec::with_capacity(seq_len * head_dim);
-    let mut sin = Vec::with_capacity(seq_len * head_dim);
-    for pos in 0..seq_len {
-        let angles: Vec<f64> = (0..half)
-            .map(|i| pos as f64 * 10000f64.powf(-((2 * i) as f64) / head_dim as f64))
-            .collect();
-        for _ in 0..2 {
-            cos.extend(angles.iter().map(|a| a.cos() as f32));
-            sin.extend(angles.iter().map(|a| a.sin() as f32));
-        }
-    }
-    let mk = |v: Vec<f32>| {
-        Tensor::from_data(
-            burn::tensor::TensorData::new(v, [seq_len, head_dim]),
-            device,
-        )
-    };
-    (mk(cos), mk(sin))
-}
-
-/// `x·cos + rotate_half(x)·sin` with `rotate_half([x1, x2]) = [−x2, x1]`.
-///
-/// # Shapes
-/// `x: [B, H, L, hd]`, `cos, sin: [L, hd]`.
-fn apply_rotary(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
-    let [_, _, l, hd] = x.dims();
-    let half = hd / 2;
-    let x1 = x.clone().narrow(3, 0, half);
-    let x2 = x.clone().narrow(3, half, half);
-    let rotated = Tensor::cat(vec![-x2, x1], 3);
-    let cos = cos.clone().reshape([1, 1, l, hd]);
-    let sin = sin.clone().reshape([1, 1, l, hd]);
-    x * cos + rotated * sin
 }
 
 /// One DiT block.
@@ -134,16 +95,9 @@ impl DitBlock {
     }
 
     /// # Shapes
-    /// `x: [B, L, D]`, `c: [B, cond]`, rotary `cos, sin: [L, hd]` → `[B, L, D]`.
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        c: Tensor<2>,
-        cos: &Tensor<2>,
-        sin: &Tensor<2>,
-    ) -> Tensor<3> {
-        let [b, l, d] = x.dims();
-        let (h, hd) = (self.n_heads, d / self.n_heads);
+    /// `x: [B, L, D]`, `c: [B, cond]`, rotary tables for L positions → `[B, L, D]`.
+    pub fn forward(&self, x: Tensor<3>, c: Tensor<2>, rope: &Rope) -> Tensor<3> {
+        let [b, _, d] = x.dims();
         let m = self.ada_ln.forward(c).reshape([b, 1, 6 * d]).chunk(6, 2);
         let [
             shift_msa,
@@ -154,31 +108,18 @@ impl DitBlock {
             gate_mlp,
         ]: [Tensor<3>; 6] = m.try_into().expect("chunk(6) gives 6 parts");
 
-        // Attention branch.
+        // Attention branch: projection, then rotary attention as one fused op.
         let span = crate::profile::span("attention");
         let xn = modulate(self.norm1.forward(x.clone()), shift_msa, scale_msa);
-        let qkv = self.qkv.forward(xn).reshape([b, l, 3, h, hd]);
-        let part = |i: usize| {
-            qkv.clone()
-                .narrow(2, i, 1)
-                .reshape([b, l, h, hd])
-                .swap_dims(1, 2)
-        };
-        let q = apply_rotary(part(0), cos, sin);
-        let k = apply_rotary(part(1), cos, sin);
-        let v = part(2);
-        let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
-        let attn = softmax(scores, 3).matmul(v); // [B, H, L, hd]
-        let attn = self
-            .attn_out
-            .forward(attn.swap_dims(1, 2).reshape([b, l, d]));
-        let x = x + gate_msa * self.dropout.forward(attn);
+        let attn = rotary_attention(self.qkv.forward(xn), self.n_heads, rope);
+        let attn = self.attn_out.forward(attn);
+        let x = x + gate_msa * dropout(attn, &self.dropout);
         drop(span);
         let _span = crate::profile::span("mlp");
 
         // MLP branch.
         let xn = modulate(self.norm2.forward(x.clone()), shift_mlp, scale_mlp);
         let y = self.mlp_out.forward(gelu_tanh(self.mlp_in.forward(xn)));
-        x + gate_mlp * self.dropout.forward(y)
+        x + gate_mlp * dropout(y, &self.dropout)
     }
 }

@@ -19,8 +19,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use mdm_prime_core::config::ModelConfig;
 use mdm_prime_core::{Codec, Schedule};
 
+use crate::ops::Rope;
 use crate::subtoken::PrimeTables;
-use block::{DitBlock, layer_norm, modulate, rotary_tables, zero_linear};
+use block::{DitBlock, layer_norm, modulate, zero_linear};
 
 /// Width of the sinusoidal time features (MDLM `TimestepEmbedder`).
 const FREQ_DIM: usize = 256;
@@ -161,11 +162,11 @@ impl Dit {
             .forward(yt.reshape([b, l * ell]))
             .reshape([b, l, self.d_model]);
         let c = silu(self.sigma_map.forward(sigma, &device));
-        let (cos, sin) = rotary_tables(l, self.d_model / self.n_heads, &device);
+        let rope = Rope::new(l, self.d_model / self.n_heads, &device);
         drop(span);
         let mut x = x;
         for block in &self.blocks {
-            x = block.forward(x, c.clone(), &cos, &sin);
+            x = block.forward(x, c.clone(), &rope);
         }
         let _span = crate::profile::span("head");
         let m = self

@@ -139,3 +139,88 @@ fn fused_filtered_nll_equals_composed_in_value_and_gradient() {
         }
     }
 }
+
+#[test]
+fn fused_rotary_attention_equals_composed_in_value_and_gradient() {
+    use mdm_prime::ops::{Rope, rotary_attention, rotary_attention_composed};
+    // B = 2, L = 12, H = 3, hd = 8: D = 24, qkv width 72.
+    let (b, l, h, hd) = (2usize, 12usize, 3usize, 8usize);
+    let n = b * l * 3 * h * hd;
+    let qkv = values(n, 5, 2.0);
+    let up = values(b * l * h * hd, 6, 1.0);
+    let run = |fused: bool| {
+        let d = ad();
+        let rope = Rope::new(l, hd, &d);
+        let x = Tensor::<3>::from_data(TensorData::new(qkv.clone(), [b, l, 3 * h * hd]), &d)
+            .require_grad();
+        let y = if fused {
+            rotary_attention(x.clone(), h, &rope)
+        } else {
+            rotary_attention_composed(x.clone(), h, &rope)
+        };
+        let w = Tensor::<3>::from_data(TensorData::new(up.clone(), [b, l, h * hd]), &d);
+        let grads = (y.clone() * w).sum().backward();
+        let g: Vec<f32> = x.grad(&grads).unwrap().try_into_vec_as().unwrap();
+        let y: Vec<f32> = y.inner().try_into_vec_as().unwrap();
+        (y, g)
+    };
+    let (y_f, g_f) = run(true);
+    let (y_c, g_c) = run(false);
+    assert_close(&y_f, &y_c, "attention value");
+    assert_close(&g_f, &g_c, "attention gradient");
+    let d = Device::default();
+    let plain = Tensor::<3>::from_data(TensorData::new(qkv, [b, l, 3 * h * hd]), &d);
+    let y_p: Vec<f32> = rotary_attention(plain, h, &Rope::new(l, hd, &d))
+        .try_into_vec_as()
+        .unwrap();
+    assert_close(&y_p, &y_c, "attention value, plain device");
+}
+
+#[test]
+fn fused_dropout_keeps_the_right_fraction_and_its_gradient_is_the_mask() {
+    use burn::module::Module;
+    use burn::nn::DropoutConfig;
+    let _guard = crate::common::rng_lock(); // the seed comes from the process-wide generator
+    let d = ad();
+    let p = 0.1;
+    let module = DropoutConfig::new(p).init();
+    let n = 200_000;
+    let x = Tensor::<1>::from_data(TensorData::new(vec![1.0f32; n], [n]), &d).require_grad();
+    let y = mdm_prime::ops::dropout(x.clone(), &module);
+    let w = values(n, 7, 1.0);
+    let grads = (y.clone() * Tensor::<1>::from_data(TensorData::new(w.clone(), [n]), &d))
+        .sum()
+        .backward();
+    let y: Vec<f32> = y.inner().try_into_vec_as().unwrap();
+    let g: Vec<f32> = x.grad(&grads).unwrap().try_into_vec_as().unwrap();
+    let scale = 1.0 / (1.0 - p as f32);
+    let kept = y.iter().filter(|&&v| v != 0.0).count();
+    // Binomial(200000, 0.9): sd ≈ 134; allow 5 sd.
+    assert!(
+        (kept as f64 - 0.9 * n as f64).abs() < 670.0,
+        "kept {kept} of {n}"
+    );
+    for k in 0..n {
+        assert!(
+            y[k] == 0.0 || (y[k] - scale).abs() < 1e-6,
+            "y[{k}] = {}",
+            y[k]
+        );
+        // Gradient of Σ w·dropout(x) is w·mask/(1 − p): the same mask as the forward pass.
+        assert!((g[k] - w[k] * y[k]).abs() < 1e-6, "g[{k}]");
+    }
+    // Consecutive calls draw different masks; evaluation mode and plain devices are identities.
+    let y2: Vec<f32> = mdm_prime::ops::dropout(
+        Tensor::<1>::from_data(TensorData::new(vec![1.0f32; n], [n]), &d),
+        &module,
+    )
+    .inner()
+    .try_into_vec_as()
+    .unwrap();
+    assert_ne!(y, y2);
+    let x3 = Tensor::<1>::from_data(TensorData::new(vec![1.0f32; 10], [10]), &d);
+    let off: Vec<f32> = mdm_prime::ops::dropout(x3, &module.valid())
+        .try_into_vec_as()
+        .unwrap();
+    assert_eq!(off, vec![1.0; 10]);
+}
