@@ -154,6 +154,8 @@ pub struct SamplerTiming {
     pub network_s: f64,
     /// Seconds in everything else: reveal decisions, tempering, nucleus, token draws.
     pub other_s: f64,
+    /// Rows (sequence, position) the V-way head was evaluated on: one per token draw.
+    pub head_rows: usize,
 }
 
 /// Generates `n` sequences and reports where the time went. `progress(step, total)` is called
@@ -172,6 +174,7 @@ pub fn sample(
 ) -> Result<(Vec<Sample>, SamplerTiming)> {
     let started = std::time::Instant::now();
     let mut network_s = 0.0;
+    let mut head_rows = 0;
     let codec = tables.codec();
     let (ell, l, mask) = (codec.ell(), settings.seq_len, codec.mask_id());
     assert_eq!(
@@ -203,6 +206,7 @@ pub fn sample(
         let t0 = std::time::Instant::now();
         let changes = reveal_all(model, tables, settings, &mut seqs, Some(p_reveal), device)?;
         network_s += t0.elapsed().as_secs_f64() - changes.other_s;
+        head_rows += changes.rows;
         let mut any_changed = false;
         for (seq, &changed) in seqs.iter_mut().zip(&changes.changed) {
             seq.idle += (!changed) as usize;
@@ -233,6 +237,7 @@ pub fn sample(
         refresh(model, tables, schedule, settings, &mut rest, t_end, device)?;
         let changes = reveal_all(model, tables, settings, &mut rest, None, device)?;
         network_s += t0.elapsed().as_secs_f64() - changes.other_s;
+        head_rows += changes.rows;
         for (b, seq) in idx.into_iter().zip(rest) {
             seqs[b] = seq;
         }
@@ -240,6 +245,7 @@ pub fn sample(
     let timing = SamplerTiming {
         network_s,
         other_s: started.elapsed().as_secs_f64() - network_s,
+        head_rows,
     };
     let samples = seqs
         .into_iter()
@@ -323,6 +329,8 @@ struct Changes {
     changed: Vec<bool>,
     /// Seconds spent outside the network (reveal decisions, tempering, draws).
     other_s: f64,
+    /// Rows the head ran on.
+    rows: usize,
 }
 
 /// One reverse step of every sequence in `seqs` (their caches must be fresh): with `Some(p)`,
@@ -394,7 +402,11 @@ fn reveal_all(
         }
         other_s += t0.elapsed().as_secs_f64();
     }
-    Ok(Changes { changed, other_s })
+    Ok(Changes {
+        changed,
+        other_s,
+        rows: rows.len(),
+    })
 }
 
 /// Draws a token from one row of log-probabilities: tempered, nucleus-truncated, by an
