@@ -152,6 +152,8 @@ struct SeqState {
 pub struct SamplerTiming {
     /// Seconds in network evaluations (including reading the log-probabilities back).
     pub network_s: f64,
+    /// The part of `network_s` spent in the V-way head, the filter and the log-softmax.
+    pub head_s: f64,
     /// Seconds in everything else: reveal decisions, tempering, nucleus, token draws.
     pub other_s: f64,
     /// Rows (sequence, position) the V-way head was evaluated on: one per token draw.
@@ -175,6 +177,7 @@ pub fn sample(
     let started = std::time::Instant::now();
     let mut network_s = 0.0;
     let mut head_rows = 0;
+    let mut head_s = 0.0;
     let codec = tables.codec();
     let (ell, l, mask) = (codec.ell(), settings.seq_len, codec.mask_id());
     assert_eq!(
@@ -207,6 +210,7 @@ pub fn sample(
         let changes = reveal_all(model, tables, settings, &mut seqs, Some(p_reveal), device)?;
         network_s += t0.elapsed().as_secs_f64() - changes.other_s;
         head_rows += changes.rows;
+        head_s += changes.head_s;
         let mut any_changed = false;
         for (seq, &changed) in seqs.iter_mut().zip(&changes.changed) {
             seq.idle += (!changed) as usize;
@@ -238,12 +242,14 @@ pub fn sample(
         let changes = reveal_all(model, tables, settings, &mut rest, None, device)?;
         network_s += t0.elapsed().as_secs_f64() - changes.other_s;
         head_rows += changes.rows;
+        head_s += changes.head_s;
         for (b, seq) in idx.into_iter().zip(rest) {
             seqs[b] = seq;
         }
     }
     let timing = SamplerTiming {
         network_s,
+        head_s,
         other_s: started.elapsed().as_secs_f64() - network_s,
         head_rows,
     };
@@ -331,6 +337,8 @@ struct Changes {
     other_s: f64,
     /// Rows the head ran on.
     rows: usize,
+    /// Seconds in the head, filter and log-softmax.
+    head_s: f64,
 }
 
 /// One reverse step of every sequence in `seqs` (their caches must be fresh): with `Some(p)`,
@@ -366,6 +374,7 @@ fn reveal_all(
         }
     }
     let mut other_s = started.elapsed().as_secs_f64();
+    let mut head_s = 0.0;
     // The head on the revealed rows, at most a network batch of positions at a time.
     let mut changed = vec![false; seqs.len()];
     let chunk_rows = settings.batch_size.max(1) * l;
@@ -380,6 +389,7 @@ fn reveal_all(
             yt.extend(seqs[*b].y[i * ell..(i + 1) * ell].iter().map(|&x| x as i64));
         }
         let d = h.len() / n;
+        let t_head = std::time::Instant::now();
         let h = Tensor::<3>::from_data(TensorData::new(h, [n, 1, d]), device);
         let yt = Tensor::<3, Int>::from_data(TensorData::new(yt, [n, 1, ell]), device);
         let lp: Vec<f32> = tables
@@ -388,6 +398,7 @@ fn reveal_all(
             .map_err(|e| {
                 mdm_prime_core::Error::Value(format!("reading log-probabilities: {e:?}"))
             })?;
+        head_s += t_head.elapsed().as_secs_f64();
         let t0 = std::time::Instant::now();
         for (k, (b, i, reveal)) in part.iter().enumerate() {
             let seq = &mut seqs[*b];
@@ -406,6 +417,7 @@ fn reveal_all(
         changed,
         other_s,
         rows: rows.len(),
+        head_s,
     })
 }
 

@@ -225,7 +225,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     };
                     let free = Template::free(l, codec.ell());
                     let mut ms = Vec::new();
-                    let (mut nfe, mut net, mut other) = (Vec::new(), 0.0, 0.0);
+                    let (mut nfe, mut net, mut other, mut head_s) = (Vec::new(), 0.0, 0.0, 0.0);
                     let mut head_rows = 0usize;
                     for rep in 0..args.warmup + args.repeats {
                         let t = Instant::now();
@@ -246,6 +246,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                             net += timing.network_s;
                             other += timing.other_s;
                             head_rows += timing.head_rows;
+                            head_s += timing.head_s;
                         }
                     }
                     let (nfe_mean, _) = mean_stderr(&nfe);
@@ -258,7 +259,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                         json!({"steps": l, "nfe_mean": nfe_mean, "cache": args.cache,
                         "head_rows_per_run": head_rows as f64 / reps,
                         "model_gflop": model / 1e9,
-                        "outside_network_fraction": other / (net + other)}),
+                        "outside_network_fraction": other / (net + other),
+                        "phases_ms": {"body": (net - head_s) * 1e3 / reps,
+                            "head+filter+log_softmax": head_s * 1e3 / reps,
+                            "sampler (reveals, draws)": other * 1e3 / reps}}),
                     )
                 }
                 other => bail!("unknown workload {other}: use train-step or sample"),
@@ -290,9 +294,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                         .map_or(String::new(), |n| format!(", NFE {n:.1}"))
                 );
                 if let Some(phases) = extra.get("phases_ms").and_then(|p| p.as_object()) {
+                    let per = if workload == "sample" { "run" } else { "step" };
                     for (phase, ms) in phases {
                         println!(
-                            "{phase:>30}: {:8.1} ms/step",
+                            "{phase:>30}: {:8.1} ms/{per}",
                             ms.as_f64().unwrap_or(f64::NAN)
                         );
                     }
