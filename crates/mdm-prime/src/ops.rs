@@ -101,45 +101,67 @@ fn shape_of(t: &FlexTensor) -> Vec<usize> {
     t.layout().shape().iter().copied().collect()
 }
 
+/// Runs a one-input op on flex: `forward(contiguous input) → (output, backward state)`. On an
+/// autodiff tensor the output is recorded with `op`'s backward and the state; on a plain one only
+/// the output is kept. `None` when `x` is not on flex (the caller falls back to the composed
+/// version).
+fn custom_unary<const D: usize, const E: usize, Op: Backward<Flex, 1>>(
+    x: &Tensor<D>,
+    op: Op,
+    forward: impl FnOnce(FlexTensor) -> (FlexTensor, Op::State),
+) -> Option<Tensor<E>> {
+    if x.is_autodiff() {
+        let (prim, guard) = x.clone().try_into_primitive::<Ad>().ok()?.into_parts();
+        let prep = op
+            .prepare::<NoCheckpointing>([guard])
+            .compute_bound()
+            .stateful();
+        let (out, state) = forward(contiguous(prim));
+        let t = match prep {
+            OpsKind::Tracked(prep) => prep.finish(state, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        Some(Tensor::from_primitive::<Ad>(t))
+    } else {
+        let prim = x.clone().try_into_primitive::<Flex>().ok()?;
+        Some(Tensor::from_primitive::<Flex>(forward(contiguous(prim)).0))
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // GELU-tanh.
 
-struct GeluForward<'a> {
+/// Forward: `y = gelu(x)`. Backward: `y ← y·gelu'(x)` (y holds the upstream gradient).
+struct GeluKernel<'a> {
     x: &'a [f32],
     y: &'a mut [f32],
+    backward: bool,
 }
 
-impl WithSimd for GeluForward<'_> {
+impl WithSimd for GeluKernel<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, _: S) {
-        for (y, &x) in self.y.iter_mut().zip(self.x) {
-            *y = gelu_and_slope(x).0;
+        let pairs = self.y.iter_mut().zip(self.x);
+        if self.backward {
+            pairs.for_each(|(g, &x)| *g *= gelu_and_slope(x).1);
+        } else {
+            pairs.for_each(|(y, &x)| *y = gelu_and_slope(x).0);
         }
     }
 }
 
-struct GeluBackwardKernel<'a> {
-    x: &'a [f32],
-    g: &'a mut [f32],
-}
-
-impl WithSimd for GeluBackwardKernel<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
-        for (g, &x) in self.g.iter_mut().zip(self.x) {
-            *g *= gelu_and_slope(x).1;
-        }
-    }
+/// Runs [`GeluKernel`] over `x` and `y` in parallel blocks.
+fn gelu_pass(x: &[f32], y: &mut [f32], backward: bool) {
+    y.par_chunks_mut(GRAIN)
+        .zip(x.par_chunks(GRAIN))
+        .for_each(|(y, x)| simd(GeluKernel { x, y, backward }));
 }
 
 fn gelu_values(x: &FlexTensor) -> FlexTensor {
     let xs = f32s(x);
     let mut y = vec![0.0f32; xs.len()];
-    y.par_chunks_mut(GRAIN)
-        .zip(xs.par_chunks(GRAIN))
-        .for_each(|(y, x)| simd(GeluForward { x, y }));
+    gelu_pass(xs, &mut y, false);
     flex_from(y, &shape_of(x))
 }
 
@@ -155,9 +177,7 @@ impl Backward<Flex, 1> for GeluBackward {
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
             let shape = shape_of(&grad);
             let mut g = f32s(&contiguous(grad)).to_vec();
-            g.par_chunks_mut(GRAIN)
-                .zip(f32s(&x).par_chunks(GRAIN))
-                .for_each(|(g, x)| simd(GeluBackwardKernel { x, g }));
+            gelu_pass(f32s(&x), &mut g, true);
             flex_from(g, &shape)
         });
     }
@@ -166,25 +186,8 @@ impl Backward<Flex, 1> for GeluBackward {
 /// GELU with the tanh approximation, `0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))` (PyTorch's
 /// `approximate="tanh"`), fused forward and backward on flex; [`gelu_tanh_composed`] elsewhere.
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.is_autodiff() {
-        if let Ok(ad) = x.clone().try_into_primitive::<Ad>() {
-            let (prim, guard) = ad.into_parts();
-            let prim = contiguous(prim);
-            let out = gelu_values(&prim);
-            let t = match GeluBackward
-                .prepare::<NoCheckpointing>([guard])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(prim, out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            };
-            return Tensor::from_primitive::<Ad>(t);
-        }
-    } else if let Ok(prim) = x.clone().try_into_primitive::<Flex>() {
-        return Tensor::from_primitive::<Flex>(gelu_values(&contiguous(prim)));
-    }
-    gelu_tanh_composed(x)
+    custom_unary(&x, GeluBackward, |x| (gelu_values(&x), x))
+        .unwrap_or_else(|| gelu_tanh_composed(x))
 }
 
 /// GELU-tanh from burn's differentiable primitives (the oracle of [`gelu_tanh`]).
@@ -422,36 +425,17 @@ pub fn filtered_nll(logits: Tensor<2>, allowed: Allowed, targets: Arc<Vec<u32>>)
         assert_eq!(a.len(), n * v, "allowed must hold N·V flags");
     }
     debug_assert!(targets.iter().all(|&t| (t as usize) < v));
-    if logits.is_autodiff() {
-        if let Ok(ad) = logits.clone().try_into_primitive::<Ad>() {
-            let (prim, guard) = ad.into_parts();
-            let prim = contiguous(prim);
-            let (nll, lse) = nll_values(&prim, allowed.as_deref().map(|a| a.as_slice()), &targets);
-            let out = flex_from(nll, &[n]);
-            let t = match NllBackward
-                .prepare::<NoCheckpointing>([guard])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(
-                    NllState {
-                        logits: prim,
-                        lse: Arc::new(lse),
-                        allowed,
-                        targets,
-                    },
-                    out,
-                ),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            };
-            return Tensor::from_primitive::<Ad>(t);
-        }
-    } else if let Ok(prim) = logits.clone().try_into_primitive::<Flex>() {
-        let prim = contiguous(prim);
-        let (nll, _) = nll_values(&prim, allowed.as_deref().map(|a| a.as_slice()), &targets);
-        return Tensor::from_primitive::<Flex>(flex_from(nll, &[n]));
-    }
-    filtered_nll_composed(logits, allowed, &targets)
+    custom_unary(&logits, NllBackward, |prim| {
+        let (nll, lse) = nll_values(&prim, allowed.as_deref().map(|a| a.as_slice()), &targets);
+        let state = NllState {
+            logits: prim,
+            lse: Arc::new(lse),
+            allowed: allowed.clone(),
+            targets: targets.clone(),
+        };
+        (flex_from(nll, &[n]), state)
+    })
+    .unwrap_or_else(|| filtered_nll_composed(logits, allowed, &targets))
 }
 
 /// [`filtered_nll`] from burn's differentiable primitives: `mask_fill(−∞)`, `log_softmax`,
@@ -601,23 +585,12 @@ pub fn dropout<const D: usize>(x: Tensor<D>, module: &burn::nn::Dropout) -> Tens
         (draws[0] * 16_777_216.0) as u32 ^ 0x5bd1_e995,
         (draws[1] * 16_777_216.0) as u32 ^ 0x27d4_eb2f,
     );
-    if let Ok(ad) = x.clone().try_into_primitive::<Ad>() {
-        let (prim, guard) = ad.into_parts();
-        let shape = shape_of(&prim);
-        let mut y = f32s(&contiguous(prim)).to_vec();
+    custom_unary(&x, DropoutBackward, |prim| {
+        let mut y = f32s(&prim).to_vec();
         apply_dropout(&mut y, seed, keep);
-        let out = flex_from(y, &shape);
-        let t = match DropoutBackward
-            .prepare::<NoCheckpointing>([guard])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((seed, keep), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        };
-        return Tensor::from_primitive::<Ad>(t);
-    }
-    module.forward(x)
+        (flex_from(y, &shape_of(&prim)), (seed, keep))
+    })
+    .unwrap_or_else(|| module.forward(x))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -943,25 +916,10 @@ pub fn rotary_attention(qkv: Tensor<3>, heads: usize, rope: &Rope) -> Tensor<3> 
         h: heads,
         hd: d3 / 3 / heads,
     };
-    if qkv.is_autodiff() {
-        if let Ok(ad) = qkv.clone().try_into_primitive::<Ad>() {
-            let (prim, guard) = ad.into_parts();
-            let (out, state) = attention_forward(&contiguous(prim), dims, rope);
-            let t = match AttnBackward
-                .prepare::<NoCheckpointing>([guard])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(state, out),
-                OpsKind::UnTracked(prep) => prep.finish(out),
-            };
-            return Tensor::from_primitive::<Ad>(t);
-        }
-    } else if let Ok(prim) = qkv.clone().try_into_primitive::<Flex>() {
-        let (out, _) = attention_forward(&contiguous(prim), dims, rope);
-        return Tensor::from_primitive::<Flex>(out);
-    }
-    rotary_attention_composed(qkv, heads, rope)
+    custom_unary(&qkv, AttnBackward, |prim| {
+        attention_forward(&prim, dims, rope)
+    })
+    .unwrap_or_else(|| rotary_attention_composed(qkv, heads, rope))
 }
 
 /// [`rotary_attention`] from burn's differentiable primitives.
