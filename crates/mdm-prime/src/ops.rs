@@ -110,6 +110,9 @@ fn custom_unary<const D: usize, const E: usize, Op: Backward<Flex, 1>>(
     op: Op,
     forward: impl FnOnce(FlexTensor) -> (FlexTensor, Op::State),
 ) -> Option<Tensor<E>> {
+    if x.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
     if x.is_autodiff() {
         let (prim, guard) = x.clone().try_into_primitive::<Ad>().ok()?.into_parts();
         let prep = op
@@ -414,7 +417,10 @@ impl Backward<Flex, 1> for NllBackward {
 /// `−log p(target_r)` per row, `p = softmax` of `logits [N, V]` restricted to the allowed
 /// classes of each row (`allowed`: `N·V` flags, row-major; `None` = all): the carry-over filter,
 /// log-softmax and gather of the paper objective in one pass forward and one backward, never
-/// materialising the log-probabilities. Each target must be allowed in its row.
+/// materialising the log-probabilities.
+///
+/// # Panics
+/// When a target is not below V or not allowed in its row (the loss would be infinite).
 ///
 /// # Shapes
 /// `logits: [N, V]`, `targets: N` → `[N]`.
@@ -424,7 +430,20 @@ pub fn filtered_nll(logits: Tensor<2>, allowed: Allowed, targets: Arc<Vec<u32>>)
     if let Some(a) = &allowed {
         assert_eq!(a.len(), n * v, "allowed must hold N·V flags");
     }
-    debug_assert!(targets.iter().all(|&t| (t as usize) < v));
+    if let Some(bad) = targets.iter().position(|&t| t as usize >= v) {
+        panic!(
+            "filtered_nll: target {} of row {bad} is not below V = {v}",
+            targets[bad]
+        );
+    }
+    if let Some(a) = &allowed
+        && let Some(bad) = (0..n).find(|&r| !a[r * v + targets[r] as usize])
+    {
+        panic!("filtered_nll: the target of row {bad} is not an allowed class");
+    }
+    if n == 0 {
+        return filtered_nll_composed(logits, allowed, &targets);
+    }
     custom_unary(&logits, NllBackward, |prim| {
         let (nll, lse) = nll_values(&prim, allowed.as_deref().map(|a| a.as_slice()), &targets);
         let state = NllState {
@@ -436,6 +455,59 @@ pub fn filtered_nll(logits: Tensor<2>, allowed: Allowed, targets: Arc<Vec<u32>>)
         (flex_from(nll, &[n]), state)
     })
     .unwrap_or_else(|| filtered_nll_composed(logits, allowed, &targets))
+}
+
+/// `log p` over each row of `logits [N, V]`, `p = softmax` restricted to the row's allowed
+/// classes (−∞ elsewhere), in one pass per row — forward only: `Some` for a plain (non-autodiff)
+/// flex tensor, `None` otherwise (the caller composes `mask_fill` + `log_softmax`). A row with no
+/// allowed class comes out all −∞ (the composed version gives NaN there).
+pub fn filtered_log_softmax(logits: &Tensor<2>, allowed: Allowed) -> Option<Tensor<2>> {
+    if logits.is_autodiff() || logits.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    let [n, v] = logits.dims();
+    if n == 0 || v == 0 {
+        return None;
+    }
+    let prim = contiguous(logits.clone().try_into_primitive::<Flex>().ok()?);
+    let zs = f32s(&prim);
+    let allowed = allowed.as_deref().map(|a| a.as_slice());
+    let mut out = vec![0.0f32; n * v];
+    let rows = rows_per_task(v);
+    out.par_chunks_mut(rows * v)
+        .enumerate()
+        .for_each(|(c, out)| {
+            let r0 = c * rows;
+            let r1 = r0 + out.len() / v;
+            let mut lse = vec![(0.0f32, 0.0f32); r1 - r0];
+            let z = &zs[r0 * v..r1 * v];
+            let a = allowed.map(|a| &a[r0 * v..r1 * v]);
+            simd(RowLse {
+                z,
+                allowed: a,
+                v,
+                lse: &mut lse,
+            });
+            for (r, (out, &(m, log_sum))) in out.chunks_exact_mut(v).zip(&lse).enumerate() {
+                let z = &z[r * v..(r + 1) * v];
+                match a.map(|a| &a[r * v..(r + 1) * v]) {
+                    None => out
+                        .iter_mut()
+                        .zip(z)
+                        .for_each(|(o, &x)| *o = (x - m) - log_sum),
+                    Some(a) => {
+                        for ((o, &x), &ok) in out.iter_mut().zip(z).zip(a) {
+                            *o = if ok {
+                                (x - m) - log_sum
+                            } else {
+                                f32::NEG_INFINITY
+                            };
+                        }
+                    }
+                }
+            }
+        });
+    Some(Tensor::from_primitive::<Flex>(flex_from(out, &[n, v])))
 }
 
 /// [`filtered_nll`] from burn's differentiable primitives: `mask_fill(−∞)`, `log_softmax`,
@@ -819,7 +891,9 @@ fn t12(x: &FlexTensor) -> FlexTensor {
 #[derive(Debug, Clone)]
 struct AttnState {
     dims: AttnDims,
-    rope: Rope,
+    /// The rotary tables `[L, hd]` (host copies of [`Rope`]'s).
+    cos: Arc<Vec<f32>>,
+    sin: Arc<Vec<f32>>,
     q: FlexTensor,
     k: FlexTensor,
     v: FlexTensor,
@@ -846,7 +920,8 @@ fn attention_forward(qkv: &FlexTensor, dims: AttnDims, rope: &Rope) -> (FlexTens
         out,
         AttnState {
             dims,
-            rope: rope.clone(),
+            cos: rope.cos_host.clone(),
+            sin: rope.sin_host.clone(),
             q,
             k,
             v,
@@ -884,7 +959,7 @@ impl Backward<Flex, 1> for AttnBackward {
             out.par_chunks_mut(3 * d).enumerate().for_each(|(bl, row)| {
                 let (bi, li) = (bl / l, bl % l);
                 let t = li * hd..(li + 1) * hd;
-                let (cos, sin) = (&st.rope.cos_host[t.clone()], &st.rope.sin_host[t]);
+                let (cos, sin) = (&st.cos[t.clone()], &st.sin[t]);
                 for hi in 0..h {
                     let src = ((bi * h + hi) * l + li) * hd;
                     unrotate_row(&dq[src..src + hd], cos, sin, &mut row[hi * hd..][..hd]);

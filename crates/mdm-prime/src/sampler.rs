@@ -29,6 +29,7 @@ use mdm_prime_core::sampling::{
 use mdm_prime_core::{Codec, Schedule};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::Result;
@@ -400,17 +401,21 @@ fn reveal_all(
             })?;
         head_s += t_head.elapsed().as_secs_f64();
         let t0 = std::time::Instant::now();
-        for (k, (b, i, reveal)) in part.iter().enumerate() {
-            let seq = &mut seqs[*b];
-            let x = draw(&lp[k * v..(k + 1) * v], settings, &mut seq.rng);
-            let dx = &codec.digit_table()[x * ell..(x + 1) * ell];
-            for j in 0..ell {
-                if reveal[j] {
-                    seq.y[i * ell + j] = dx[j];
+        // The draws, sequences in parallel (each from its own generator, positions in order).
+        let first_row = |b: usize| part.partition_point(|r| r.0 < b);
+        seqs.par_iter_mut().enumerate().for_each(|(b, seq)| {
+            for k in first_row(b)..first_row(b + 1) {
+                let (_, i, reveal) = &part[k];
+                let x = draw(&lp[k * v..(k + 1) * v], settings, &mut seq.rng);
+                let dx = &codec.digit_table()[x * ell..(x + 1) * ell];
+                for j in 0..ell {
+                    if reveal[j] {
+                        seq.y[i * ell + j] = dx[j];
+                    }
                 }
             }
-            changed[*b] = true;
-        }
+        });
+        part.iter().for_each(|r| changed[r.0] = true);
         other_s += t0.elapsed().as_secs_f64();
     }
     Ok(Changes {

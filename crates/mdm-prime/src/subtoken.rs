@@ -69,6 +69,15 @@ impl PrimeTables {
     /// # Shapes
     /// `yt: [B, L, ℓ]` → `[B, L, V]`.
     pub fn consistent(&self, yt: Tensor<3, Int>) -> Tensor<3, Bool> {
+        let [b, l, _] = yt.dims();
+        let v = self.codec.vocab_size() as usize;
+        let device = yt.device();
+        let allowed = self.allowed_host(yt);
+        Tensor::from_data(TensorData::new(allowed, [b, l, v]), &device)
+    }
+
+    /// [`Self::consistent`] on the host: `B·L·V` flags, row-major.
+    fn allowed_host(&self, yt: Tensor<3, Int>) -> Vec<bool> {
         let [b, l, ell] = yt.dims();
         assert_eq!(
             ell,
@@ -77,7 +86,6 @@ impl PrimeTables {
             self.codec.ell()
         );
         let v = self.codec.vocab_size() as usize;
-        let device = yt.device();
         let digits: Vec<u32> = yt
             .try_into_vec_as::<i64>()
             .expect("int readback")
@@ -88,7 +96,7 @@ impl PrimeTables {
         self.codec
             .allowed_batch(&digits, &mut allowed)
             .expect("digits come from this codec");
-        Tensor::from_data(TensorData::new(allowed, [b, l, v]), &device)
+        allowed
     }
 
     /// The one place logits become log-probabilities: `log p_θ(x | y_t)` over V (§5.1).
@@ -101,6 +109,15 @@ impl PrimeTables {
     /// `logits: [B, L, V]`, `yt: [B, L, ℓ]` → `[B, L, V]`.
     pub fn log_probs(&self, logits: Tensor<3>, yt: Tensor<3, Int>, carry_over: bool) -> Tensor<3> {
         let _span = crate::profile::span("filter+log_softmax");
+        if !logits.is_autodiff() {
+            // Inference (sampling, evaluation): one fused pass, `ops::filtered_log_softmax`.
+            let [b, l, v] = logits.dims();
+            let allowed = carry_over.then(|| std::sync::Arc::new(self.allowed_host(yt.clone())));
+            let flat = logits.clone().reshape([b * l, v]);
+            if let Some(lp) = crate::ops::filtered_log_softmax(&flat, allowed) {
+                return lp.reshape([b, l, v]);
+            }
+        }
         let logits = if carry_over {
             logits.mask_fill(self.consistent(yt).bool_not(), f32::NEG_INFINITY)
         } else {

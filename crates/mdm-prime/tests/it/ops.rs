@@ -72,8 +72,9 @@ fn fused_gelu_equals_composed_in_value_and_gradient() {
 /// Rows of `v` logits with allowed sets of every kind: everything, a strict subset, a single
 /// class (a fully revealed token: nll 0, gradient 0), and a row whose allowed set avoids the
 /// row maximum.
+/// `n` rows (100 rows of V = 1000 span several parallel blocks, the last one short).
 fn nll_case(v: usize) -> (Vec<f32>, Vec<bool>, Vec<u32>) {
-    let n = 6;
+    let n = if v >= 1000 { 100 } else { 6 };
     let logits = values(n * v, 3, 6.0);
     let mut allowed = vec![true; n * v];
     let mut targets = vec![0u32; n];
@@ -142,9 +143,15 @@ fn fused_filtered_nll_equals_composed_in_value_and_gradient() {
 
 #[test]
 fn fused_rotary_attention_equals_composed_in_value_and_gradient() {
+    // D = 24 (H = 3, hd = 8); L = 12 (below the 16-lane width) and L = 130 (8·16 + 2, and
+    // B·H·L = 780 rows of 130 span several parallel blocks, the last one short).
+    for (b, l) in [(2usize, 12usize), (2, 130)] {
+        attention_case(b, l, 3, 8);
+    }
+}
+
+fn attention_case(b: usize, l: usize, h: usize, hd: usize) {
     use mdm_prime::ops::{Rope, rotary_attention, rotary_attention_composed};
-    // B = 2, L = 12, H = 3, hd = 8: D = 24, qkv width 72.
-    let (b, l, h, hd) = (2usize, 12usize, 3usize, 8usize);
     let n = b * l * 3 * h * hd;
     let qkv = values(n, 5, 2.0);
     let up = values(b * l * h * hd, 6, 1.0);
@@ -166,8 +173,8 @@ fn fused_rotary_attention_equals_composed_in_value_and_gradient() {
     };
     let (y_f, g_f) = run(true);
     let (y_c, g_c) = run(false);
-    assert_close(&y_f, &y_c, "attention value");
-    assert_close(&g_f, &g_c, "attention gradient");
+    assert_close(&y_f, &y_c, &format!("attention value, L = {l}"));
+    assert_close(&g_f, &g_c, &format!("attention gradient, L = {l}"));
     let d = Device::default();
     let plain = Tensor::<3>::from_data(TensorData::new(qkv, [b, l, 3 * h * hd]), &d);
     let y_p: Vec<f32> = rotary_attention(plain, h, &Rope::new(l, hd, &d))
@@ -209,6 +216,9 @@ fn fused_dropout_keeps_the_right_fraction_and_its_gradient_is_the_mask() {
         // Gradient of Σ w·dropout(x) is w·mask/(1 − p): the same mask as the forward pass.
         assert!((g[k] - w[k] * y[k]).abs() < 1e-6, "g[{k}]");
     }
+    // Each parallel block has its own mask (the hash takes the flat index).
+    let block = 1 << 15;
+    assert_ne!(y[..block], y[block..2 * block]);
     // Consecutive calls draw different masks; evaluation mode and plain devices are identities.
     let y2: Vec<f32> = mdm_prime::ops::dropout(
         Tensor::<1>::from_data(TensorData::new(vec![1.0f32; n], [n]), &d),
@@ -223,4 +233,67 @@ fn fused_dropout_keeps_the_right_fraction_and_its_gradient_is_the_mask() {
         .try_into_vec_as()
         .unwrap();
     assert_eq!(off, vec![1.0; 10]);
+}
+
+#[test]
+fn fused_filtered_log_softmax_equals_composed() {
+    use burn::tensor::Bool;
+    use burn::tensor::activation::log_softmax;
+    use mdm_prime::ops::filtered_log_softmax;
+    let d = Device::default();
+    for v in [7usize, 50, 1000] {
+        let (logits, allowed, _) = nll_case(v);
+        let n = logits.len() / v;
+        let z = Tensor::<2>::from_data(TensorData::new(logits, [n, v]), &d);
+        for filter in [true, false] {
+            let a = filter.then(|| Arc::new(allowed.clone()));
+            let got: Vec<f32> = filtered_log_softmax(&z, a)
+                .expect("plain flex tensor")
+                .try_into_vec_as()
+                .unwrap();
+            let masked = if filter {
+                let keep =
+                    Tensor::<2, Bool>::from_data(TensorData::new(allowed.clone(), [n, v]), &d);
+                z.clone().mask_fill(keep.bool_not(), f32::NEG_INFINITY)
+            } else {
+                z.clone()
+            };
+            let want: Vec<f32> = log_softmax(masked, 1).try_into_vec_as().unwrap();
+            let finite = |x: &[f32]| {
+                x.iter()
+                    .map(|&y| if y.is_finite() { y } else { 0.0 })
+                    .collect::<Vec<_>>()
+            };
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.is_finite(),
+                    w.is_finite(),
+                    "V = {v}, filtered = {filter}, [{k}]: {g} vs {w}"
+                );
+            }
+            assert_close(
+                &finite(&got),
+                &finite(&want),
+                &format!("log-probs, V = {v}, filtered = {filter}"),
+            );
+        }
+    }
+    // Autodiff tensors are left to the composed version.
+    let z = Tensor::<2>::from_data(TensorData::new(vec![0.0f32; 4], [1, 4]), &ad());
+    assert!(filtered_log_softmax(&z, None).is_none());
+}
+
+#[test]
+#[should_panic(expected = "not an allowed class")]
+fn filtered_nll_refuses_a_target_outside_its_allowed_set() {
+    let z = Tensor::<2>::from_data(TensorData::new(vec![0.0f32; 4], [1, 4]), &Device::default());
+    let allowed = Some(Arc::new(vec![true, false, true, true]));
+    let _ = filtered_nll(z, allowed, Arc::new(vec![1]));
+}
+
+#[test]
+#[should_panic(expected = "not below V")]
+fn filtered_nll_refuses_a_target_beyond_v() {
+    let z = Tensor::<2>::from_data(TensorData::new(vec![0.0f32; 4], [1, 4]), &Device::default());
+    let _ = filtered_nll(z, None, Arc::new(vec![4]));
 }
