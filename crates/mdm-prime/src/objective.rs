@@ -19,7 +19,7 @@ use mdm_prime_core::{Objective, Schedule};
 
 use crate::batch::NoisedBatch;
 use crate::model::Dit;
-use crate::ops::filtered_nll;
+use crate::ops::{Allowed, filtered_nll};
 use crate::subtoken::PrimeTables;
 
 /// Weighted nats per token under `objective`.
@@ -139,19 +139,17 @@ pub fn batch_loss(
             .iter()
             .flat_map(|&k| batch.yt_host[k * ell..(k + 1) * ell].iter().copied())
             .collect();
-        let allowed = carry_over.then(|| {
-            let mut a = vec![false; n * v];
-            tables
-                .codec()
-                .allowed_batch(&rows, &mut a)
-                .expect("digits come from this codec");
-            Arc::new(a)
-        });
+        let allowed = if carry_over {
+            tables.digit_filter(rows)
+        } else {
+            Allowed::All
+        };
         let targets: Vec<u32> = batch
             .masked_positions
             .iter()
             .map(|&k| batch.x0_host[k])
             .collect();
+        let _span = crate::profile::span("filter+log_softmax+loss (fused)");
         let nll = filtered_nll(logits.reshape([n, v]), allowed, Arc::new(targets));
         return (nll * weight).sum().div_scalar((b * l) as f64);
     }

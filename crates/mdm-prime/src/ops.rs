@@ -203,88 +203,212 @@ pub fn gelu_tanh_composed<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 // ------------------------------------------------------------------------------------------------
 // Filtered negative log-likelihood: −log softmax(logits masked to `allowed`)[target].
 
-/// Which classes each row may take: `None` = all of them.
-pub type Allowed = Option<Arc<Vec<bool>>>;
-
-/// Per-row `(m, log Σ exp(z − m))` over the allowed entries, `m` their maximum (kept apart:
-/// `m − z_t + log Σ` keeps the precision of a small nll, `m + log Σ` would round it away).
-struct RowLse<'a> {
-    z: &'a [f32],
-    allowed: Option<&'a [bool]>,
-    v: usize,
-    lse: &'a mut [(f32, f32)],
+/// Which classes each row of an `N × V` block of logits may take (the carry-over filter).
+#[derive(Debug, Clone)]
+pub enum Allowed {
+    /// Every class: no filter.
+    All,
+    /// `N·V` flags, row-major.
+    Mask(Arc<Vec<bool>>),
+    /// Class x is allowed in row r when every revealed sub-token of the row equals x's digit in
+    /// that slot: the filter evaluated inside the kernels from the codec's digit table, without
+    /// building an `N × V` mask.
+    Digits(Arc<DigitFilter>),
 }
 
-#[inline(always)]
-fn masked_max(z: &[f32], a: Option<&[bool]>) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let mut tail = f32::NEG_INFINITY;
-    let zc = z.chunks_exact(LANES);
-    let zr = zc.remainder();
-    match a {
-        None => {
-            for c in zc {
-                for k in 0..LANES {
-                    acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
-                }
-            }
-            for &x in zr {
-                tail = tail.max(x);
-            }
-        }
-        Some(a) => {
-            let ac = a.chunks_exact(LANES);
-            let ar = ac.remainder();
-            for (c, m) in zc.zip(ac) {
-                for k in 0..LANES {
-                    let x = if m[k] { c[k] } else { f32::NEG_INFINITY };
-                    acc[k] = if x > acc[k] { x } else { acc[k] };
-                }
-            }
-            for (&x, &ok) in zr.iter().zip(ar) {
-                if ok {
-                    tail = tail.max(x);
+/// The rows' sub-tokens and the codec's digit table, for [`Allowed::Digits`].
+#[derive(Debug)]
+pub struct DigitFilter {
+    /// `columns[j][x]`: digit j of class x (ℓ columns of V).
+    pub columns: Arc<Vec<Vec<u32>>>,
+    /// The rows' sub-tokens, `N·ℓ`, token-major; `mask` marks a masked one.
+    pub rows: Vec<u32>,
+    /// The mask id (the base b).
+    pub mask: u32,
+}
+
+/// One row's filter.
+enum RowFilter<'a> {
+    All,
+    Mask(&'a [bool]),
+    /// `(digit column, revealed value)` for each revealed slot (at least one).
+    Digits(Vec<(&'a [u32], u32)>),
+}
+
+impl Allowed {
+    /// The filter of row `r` (of V classes).
+    fn row(&self, r: usize, v: usize) -> RowFilter<'_> {
+        match self {
+            Allowed::All => RowFilter::All,
+            Allowed::Mask(a) => RowFilter::Mask(&a[r * v..(r + 1) * v]),
+            Allowed::Digits(f) => {
+                let ell = f.columns.len();
+                let revealed: Vec<(&[u32], u32)> = f.rows[r * ell..(r + 1) * ell]
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &y)| y != f.mask)
+                    .map(|(j, &y)| (f.columns[j].as_slice(), y))
+                    .collect();
+                if revealed.is_empty() {
+                    RowFilter::All
+                } else {
+                    RowFilter::Digits(revealed)
                 }
             }
         }
     }
-    acc.iter().fold(tail, |m, &x| m.max(x))
+
+    /// Whether class `x` is allowed in row `r`.
+    pub fn allows(&self, r: usize, x: usize, v: usize) -> bool {
+        self.row(r, v).one(x)
+    }
+
+    /// Panics unless the filter describes `n` rows of `v` classes.
+    fn check(&self, n: usize, v: usize) {
+        match self {
+            Allowed::All => {}
+            Allowed::Mask(a) => assert_eq!(a.len(), n * v, "allowed must hold N·V flags"),
+            Allowed::Digits(f) => {
+                assert!(
+                    f.columns.iter().all(|c| c.len() == v),
+                    "digit columns must have V entries"
+                );
+                assert_eq!(
+                    f.rows.len(),
+                    n * f.columns.len(),
+                    "one token (ℓ digits) per row"
+                );
+            }
+        }
+    }
+
+    /// The filter as `N·V` flags, or `None` for [`Allowed::All`].
+    pub fn to_mask(&self, n: usize, v: usize) -> Option<Vec<bool>> {
+        match self {
+            Allowed::All => None,
+            Allowed::Mask(a) => Some(a.to_vec()),
+            Allowed::Digits(_) => Some(
+                (0..n)
+                    .flat_map(|r| {
+                        let f = self.row(r, v);
+                        (0..v).map(move |x| f.one(x)).collect::<Vec<_>>()
+                    })
+                    .collect(),
+            ),
+        }
+    }
 }
 
+impl RowFilter<'_> {
+    /// Flags of classes `i..i + LANES`.
+    #[inline(always)]
+    fn chunk(&self, i: usize) -> [bool; LANES] {
+        match self {
+            RowFilter::All => [true; LANES],
+            RowFilter::Mask(a) => {
+                let mut ok = [false; LANES];
+                ok.copy_from_slice(&a[i..i + LANES]);
+                ok
+            }
+            RowFilter::Digits(d) => {
+                let mut ok = [true; LANES];
+                for (col, y) in d {
+                    let c = &col[i..i + LANES];
+                    for k in 0..LANES {
+                        ok[k] &= c[k] == *y;
+                    }
+                }
+                ok
+            }
+        }
+    }
+
+    /// The flag of class `x`.
+    #[inline(always)]
+    fn one(&self, x: usize) -> bool {
+        match self {
+            RowFilter::All => true,
+            RowFilter::Mask(a) => a[x],
+            RowFilter::Digits(d) => d.iter().all(|(col, y)| col[x] == *y),
+        }
+    }
+}
+
+/// `(m, log Σ exp(z − m))` over the allowed entries of one row, `m` their maximum (kept apart:
+/// `m − z_t + log Σ` keeps the precision of a small nll, `m + log Σ` would round it away).
 #[inline(always)]
-fn masked_sum_exp(z: &[f32], a: Option<&[bool]>, shift: f32) -> f32 {
+fn row_lse(z: &[f32], f: &RowFilter) -> (f32, f32) {
+    let full = z.len() / LANES * LANES;
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut m = f32::NEG_INFINITY;
+    for i in (0..full).step_by(LANES) {
+        let ok = f.chunk(i);
+        let c = &z[i..i + LANES];
+        for k in 0..LANES {
+            let x = if ok[k] { c[k] } else { f32::NEG_INFINITY };
+            acc[k] = if x > acc[k] { x } else { acc[k] };
+        }
+    }
+    for (i, &x) in z.iter().enumerate().skip(full) {
+        if f.one(i) {
+            m = m.max(x);
+        }
+    }
+    let m = acc.iter().fold(m, |m, &x| m.max(x));
     let mut acc = [0.0f32; LANES];
     let mut tail = 0.0f32;
-    let zc = z.chunks_exact(LANES);
-    let zr = zc.remainder();
-    match a {
-        None => {
-            for c in zc {
-                for k in 0..LANES {
-                    acc[k] += exp_f32(c[k] - shift);
-                }
-            }
-            for &x in zr {
-                tail += exp_f32(x - shift);
-            }
-        }
-        Some(a) => {
-            let ac = a.chunks_exact(LANES);
-            let ar = ac.remainder();
-            for (c, m) in zc.zip(ac) {
-                for k in 0..LANES {
-                    let e = exp_f32(c[k] - shift);
-                    acc[k] += if m[k] { e } else { 0.0 };
-                }
-            }
-            for (&x, &ok) in zr.iter().zip(ar) {
-                if ok {
-                    tail += exp_f32(x - shift);
-                }
-            }
+    for i in (0..full).step_by(LANES) {
+        let ok = f.chunk(i);
+        let c = &z[i..i + LANES];
+        for k in 0..LANES {
+            let e = exp_f32(c[k] - m);
+            acc[k] += if ok[k] { e } else { 0.0 };
         }
     }
-    acc.iter().sum::<f32>() + tail
+    for (i, &x) in z.iter().enumerate().skip(full) {
+        if f.one(i) {
+            tail += exp_f32(x - m);
+        }
+    }
+    (m, (acc.iter().sum::<f32>() + tail).ln())
+}
+
+/// `out[x] = scale·exp(z[x] − m − log Σ)` where allowed, `fill` elsewhere (the softmax times
+/// `scale` for the gradient; with `scale = None` the log-probabilities, `z − m − log Σ`).
+#[inline(always)]
+fn row_write(
+    z: &[f32],
+    f: &RowFilter,
+    (m, log_sum): (f32, f32),
+    scale: Option<f32>,
+    fill: f32,
+    out: &mut [f32],
+) {
+    let full = z.len() / LANES * LANES;
+    let value = |x: f32| match scale {
+        Some(g) => g * exp_f32((x - m) - log_sum),
+        None => (x - m) - log_sum,
+    };
+    for i in (0..full).step_by(LANES) {
+        let ok = f.chunk(i);
+        let (c, o) = (&z[i..i + LANES], &mut out[i..i + LANES]);
+        for k in 0..LANES {
+            let y = value(c[k]);
+            o[k] = if ok[k] { y } else { fill };
+        }
+    }
+    for i in full..z.len() {
+        out[i] = if f.one(i) { value(z[i]) } else { fill };
+    }
+}
+
+/// Per-row `(m, log Σ)` of a block of rows starting at row `r0`.
+struct RowLse<'a> {
+    z: &'a [f32],
+    allowed: &'a Allowed,
+    r0: usize,
+    v: usize,
+    lse: &'a mut [(f32, f32)],
 }
 
 impl WithSimd for RowLse<'_> {
@@ -292,44 +416,35 @@ impl WithSimd for RowLse<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, _: S) {
         for (r, lse) in self.lse.iter_mut().enumerate() {
-            let z = &self.z[r * self.v..(r + 1) * self.v];
-            let a = self.allowed.map(|a| &a[r * self.v..(r + 1) * self.v]);
-            let m = masked_max(z, a);
-            *lse = (m, masked_sum_exp(z, a, m).ln());
+            let f = self.allowed.row(self.r0 + r, self.v);
+            *lse = row_lse(&self.z[r * self.v..(r + 1) * self.v], &f);
         }
     }
 }
 
-/// `grad[r, x] = g[r]·(p(x) − [x = target_r])`, `p` the filtered softmax, one row block.
-struct RowGrad<'a> {
+/// A block of rows of [`row_write`], starting at row `r0`; `g[r]` scales row r (gradient) or
+/// `g = None` writes log-probabilities (−∞ where not allowed).
+struct RowWrite<'a> {
     z: &'a [f32],
-    allowed: Option<&'a [bool]>,
+    allowed: &'a Allowed,
+    r0: usize,
     v: usize,
     lse: &'a [(f32, f32)],
-    g: &'a [f32],
+    g: Option<&'a [f32]>,
     out: &'a mut [f32],
 }
 
-impl WithSimd for RowGrad<'_> {
+impl WithSimd for RowWrite<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, _: S) {
         let v = self.v;
         for (r, out) in self.out.chunks_exact_mut(v).enumerate() {
+            let f = self.allowed.row(self.r0 + r, v);
             let z = &self.z[r * v..(r + 1) * v];
-            let ((m, log_sum), g) = (self.lse[r], self.g[r]);
-            match self.allowed.map(|a| &a[r * v..(r + 1) * v]) {
-                None => {
-                    for (o, &x) in out.iter_mut().zip(z) {
-                        *o = g * exp_f32((x - m) - log_sum);
-                    }
-                }
-                Some(a) => {
-                    for ((o, &x), &ok) in out.iter_mut().zip(z).zip(a) {
-                        let p = exp_f32((x - m) - log_sum);
-                        *o = if ok { g * p } else { 0.0 };
-                    }
-                }
+            match self.g {
+                Some(g) => row_write(z, &f, self.lse[r], Some(g[r]), 0.0, out),
+                None => row_write(z, &f, self.lse[r], None, f32::NEG_INFINITY, out),
             }
         }
     }
@@ -340,31 +455,49 @@ fn rows_per_task(v: usize) -> usize {
     (GRAIN / v.max(1)).max(1)
 }
 
-/// `(nll[N], (m, log Σ)[N])` of `logits [N, V]`.
-fn nll_values(
-    z: &FlexTensor,
-    allowed: Option<&[bool]>,
-    targets: &[u32],
-) -> (Vec<f32>, Vec<(f32, f32)>) {
-    let zs = f32s(z);
-    let n = targets.len();
-    let v = zs.len() / n.max(1);
+/// `(m, log Σ)` of every row of `zs` (`n` rows of `v`), in parallel.
+fn all_lse(zs: &[f32], allowed: &Allowed, n: usize, v: usize) -> Vec<(f32, f32)> {
     let mut lse = vec![(0.0f32, 0.0f32); n];
     let rows = rows_per_task(v);
     lse.par_chunks_mut(rows).enumerate().for_each(|(c, lse)| {
         let r0 = c * rows;
-        let r1 = r0 + lse.len();
         simd(RowLse {
-            z: &zs[r0 * v..r1 * v],
-            allowed: allowed.map(|a| &a[r0 * v..r1 * v]),
+            z: &zs[r0 * v..(r0 + lse.len()) * v],
+            allowed,
+            r0,
             v,
             lse,
         })
     });
-    let nll = (0..n)
-        .map(|r| (lse[r].0 - zs[r * v + targets[r] as usize]) + lse[r].1)
-        .collect();
-    (nll, lse)
+    lse
+}
+
+/// [`RowWrite`] over all `n` rows of `zs`, in parallel.
+fn all_rows(
+    zs: &[f32],
+    allowed: &Allowed,
+    v: usize,
+    lse: &[(f32, f32)],
+    g: Option<&[f32]>,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; zs.len()];
+    let rows = rows_per_task(v);
+    out.par_chunks_mut(rows * v)
+        .enumerate()
+        .for_each(|(c, out)| {
+            let r0 = c * rows;
+            let r1 = r0 + out.len() / v;
+            simd(RowWrite {
+                z: &zs[r0 * v..r1 * v],
+                allowed,
+                r0,
+                v,
+                lse: &lse[r0..r1],
+                g: g.map(|g| &g[r0..r1]),
+                out,
+            })
+        });
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -381,6 +514,7 @@ struct NllBackward;
 impl Backward<Flex, 1> for NllBackward {
     type State = NllState;
 
+    /// `grad[r, x] = g[r]·(p(x) − [x = target_r])`, `p` the filtered softmax.
     fn backward(self, ops: Ops<NllState, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let st = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
@@ -388,36 +522,19 @@ impl Backward<Flex, 1> for NllBackward {
             let g = f32s(&g);
             let zs = f32s(&st.logits);
             let n = st.targets.len();
-            let v = zs.len() / n.max(1);
-            let allowed = st.allowed.as_deref().map(|a| a.as_slice());
-            let mut out = vec![0.0f32; n * v];
-            let rows = rows_per_task(v);
-            out.par_chunks_mut(rows * v)
-                .enumerate()
-                .for_each(|(c, out)| {
-                    let r0 = c * rows;
-                    let r1 = r0 + out.len() / v;
-                    simd(RowGrad {
-                        z: &zs[r0 * v..r1 * v],
-                        allowed: allowed.map(|a| &a[r0 * v..r1 * v]),
-                        v,
-                        lse: &st.lse[r0..r1],
-                        g: &g[r0..r1],
-                        out,
-                    });
-                    for r in r0..r1 {
-                        out[(r - r0) * v + st.targets[r] as usize] -= g[r];
-                    }
-                });
+            let v = zs.len() / n;
+            let mut out = all_rows(zs, &st.allowed, v, &st.lse, Some(g));
+            for (r, &t) in st.targets.iter().enumerate() {
+                out[r * v + t as usize] -= g[r];
+            }
             flex_from(out, &[n, v])
         });
     }
 }
 
 /// `−log p(target_r)` per row, `p = softmax` of `logits [N, V]` restricted to the allowed
-/// classes of each row (`allowed`: `N·V` flags, row-major; `None` = all): the carry-over filter,
-/// log-softmax and gather of the paper objective in one pass forward and one backward, never
-/// materialising the log-probabilities.
+/// classes of each row: the carry-over filter, log-softmax and gather of the paper objective in
+/// one pass forward and one backward, never materialising the log-probabilities.
 ///
 /// # Panics
 /// When a target is not below V or not allowed in its row (the loss would be infinite).
@@ -427,25 +544,25 @@ impl Backward<Flex, 1> for NllBackward {
 pub fn filtered_nll(logits: Tensor<2>, allowed: Allowed, targets: Arc<Vec<u32>>) -> Tensor<1> {
     let [n, v] = logits.dims();
     assert_eq!(targets.len(), n, "one target per row");
-    if let Some(a) = &allowed {
-        assert_eq!(a.len(), n * v, "allowed must hold N·V flags");
-    }
+    allowed.check(n, v);
     if let Some(bad) = targets.iter().position(|&t| t as usize >= v) {
         panic!(
             "filtered_nll: target {} of row {bad} is not below V = {v}",
             targets[bad]
         );
     }
-    if let Some(a) = &allowed
-        && let Some(bad) = (0..n).find(|&r| !a[r * v + targets[r] as usize])
-    {
+    if let Some(bad) = (0..n).find(|&r| !allowed.allows(r, targets[r] as usize, v)) {
         panic!("filtered_nll: the target of row {bad} is not an allowed class");
     }
     if n == 0 {
         return filtered_nll_composed(logits, allowed, &targets);
     }
     custom_unary(&logits, NllBackward, |prim| {
-        let (nll, lse) = nll_values(&prim, allowed.as_deref().map(|a| a.as_slice()), &targets);
+        let zs = f32s(&prim);
+        let lse = all_lse(zs, &allowed, n, v);
+        let nll = (0..n)
+            .map(|r| (lse[r].0 - zs[r * v + targets[r] as usize]) + lse[r].1)
+            .collect();
         let state = NllState {
             logits: prim,
             lse: Arc::new(lse),
@@ -461,7 +578,7 @@ pub fn filtered_nll(logits: Tensor<2>, allowed: Allowed, targets: Arc<Vec<u32>>)
 /// classes (−∞ elsewhere), in one pass per row — forward only: `Some` for a plain (non-autodiff)
 /// flex tensor, `None` otherwise (the caller composes `mask_fill` + `log_softmax`). A row with no
 /// allowed class comes out all −∞ (the composed version gives NaN there).
-pub fn filtered_log_softmax(logits: &Tensor<2>, allowed: Allowed) -> Option<Tensor<2>> {
+pub fn filtered_log_softmax(logits: &Tensor<2>, allowed: &Allowed) -> Option<Tensor<2>> {
     if logits.is_autodiff() || logits.dtype() != burn::tensor::DType::F32 {
         return None;
     }
@@ -469,44 +586,11 @@ pub fn filtered_log_softmax(logits: &Tensor<2>, allowed: Allowed) -> Option<Tens
     if n == 0 || v == 0 {
         return None;
     }
+    allowed.check(n, v);
     let prim = contiguous(logits.clone().try_into_primitive::<Flex>().ok()?);
     let zs = f32s(&prim);
-    let allowed = allowed.as_deref().map(|a| a.as_slice());
-    let mut out = vec![0.0f32; n * v];
-    let rows = rows_per_task(v);
-    out.par_chunks_mut(rows * v)
-        .enumerate()
-        .for_each(|(c, out)| {
-            let r0 = c * rows;
-            let r1 = r0 + out.len() / v;
-            let mut lse = vec![(0.0f32, 0.0f32); r1 - r0];
-            let z = &zs[r0 * v..r1 * v];
-            let a = allowed.map(|a| &a[r0 * v..r1 * v]);
-            simd(RowLse {
-                z,
-                allowed: a,
-                v,
-                lse: &mut lse,
-            });
-            for (r, (out, &(m, log_sum))) in out.chunks_exact_mut(v).zip(&lse).enumerate() {
-                let z = &z[r * v..(r + 1) * v];
-                match a.map(|a| &a[r * v..(r + 1) * v]) {
-                    None => out
-                        .iter_mut()
-                        .zip(z)
-                        .for_each(|(o, &x)| *o = (x - m) - log_sum),
-                    Some(a) => {
-                        for ((o, &x), &ok) in out.iter_mut().zip(z).zip(a) {
-                            *o = if ok {
-                                (x - m) - log_sum
-                            } else {
-                                f32::NEG_INFINITY
-                            };
-                        }
-                    }
-                }
-            }
-        });
+    let lse = all_lse(zs, allowed, n, v);
+    let out = all_rows(zs, allowed, v, &lse, None);
     Some(Tensor::from_primitive::<Flex>(flex_from(out, &[n, v])))
 }
 
@@ -515,9 +599,9 @@ pub fn filtered_log_softmax(logits: &Tensor<2>, allowed: Allowed) -> Option<Tens
 pub fn filtered_nll_composed(logits: Tensor<2>, allowed: Allowed, targets: &[u32]) -> Tensor<1> {
     let [n, v] = logits.dims();
     let device = logits.device();
-    let logits = match allowed {
+    let logits = match allowed.to_mask(n, v) {
         Some(a) => {
-            let a = Tensor::<2, Bool>::from_data(TensorData::new(a.to_vec(), [n, v]), &device);
+            let a = Tensor::<2, Bool>::from_data(TensorData::new(a, [n, v]), &device);
             logits.mask_fill(a.bool_not(), f32::NEG_INFINITY)
         }
         None => logits,
@@ -802,6 +886,23 @@ fn split_grad(g: &[f32], dims: AttnDims) -> Vec<f32> {
     out
 }
 
+/// The maximum of a row.
+#[inline(always)]
+fn row_max(z: &[f32]) -> f32 {
+    let chunks = z.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    for c in chunks {
+        for k in 0..LANES {
+            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
+        }
+    }
+    acc.iter().fold(tail, |m, &x| m.max(x))
+}
+
 /// Row softmax of `scale·s` in place.
 struct SoftmaxRows<'a> {
     s: &'a mut [f32],
@@ -814,7 +915,7 @@ impl WithSimd for SoftmaxRows<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, _: S) {
         for row in self.s.chunks_exact_mut(self.n) {
-            let m = masked_max(row, None);
+            let m = row_max(row);
             let mut acc = [0.0f32; LANES];
             let mut tail = 0.0f32;
             let mut chunks = row.chunks_exact_mut(LANES);

@@ -6,7 +6,11 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use std::sync::Arc;
+
 use mdm_prime_core::Codec;
+
+use crate::ops::{Allowed, DigitFilter};
 
 /// The codec's V × ℓ digit table as a device tensor, plus the scalars the filter needs.
 #[derive(Debug, Clone)]
@@ -14,6 +18,8 @@ pub struct PrimeTables {
     codec: Codec,
     /// Digit j of token x, as `[ℓ, 1, 1, V]` rows ready to broadcast against `[B, L, V]`.
     digit_rows: Vec<Tensor<1, Int>>,
+    /// `columns[j][x]`: digit j of token x on the host (the fused kernels' filter).
+    columns: Arc<Vec<Vec<u32>>>,
 }
 
 impl PrimeTables {
@@ -27,10 +33,24 @@ impl PrimeTables {
                 Tensor::<1, Int>::from_data(TensorData::new(col, [v]), device)
             })
             .collect();
+        let columns = (0..ell)
+            .map(|j| (0..v).map(|x| table[x * ell + j]).collect())
+            .collect();
         PrimeTables {
             codec: codec.clone(),
             digit_rows,
+            columns: Arc::new(columns),
         }
+    }
+
+    /// The carry-over filter of `rows` (`N·ℓ` sub-tokens, token-major) for the fused kernels,
+    /// evaluated on the fly from the digit table ([`Allowed::Digits`]).
+    pub fn digit_filter(&self, rows: Vec<u32>) -> Allowed {
+        Allowed::Digits(Arc::new(DigitFilter {
+            columns: self.columns.clone(),
+            rows,
+            mask: self.codec.mask_id(),
+        }))
     }
 
     /// The scalar codec these tables were built from.
@@ -112,9 +132,20 @@ impl PrimeTables {
         if !logits.is_autodiff() {
             // Inference (sampling, evaluation): one fused pass, `ops::filtered_log_softmax`.
             let [b, l, v] = logits.dims();
-            let allowed = carry_over.then(|| std::sync::Arc::new(self.allowed_host(yt.clone())));
+            let allowed = if carry_over {
+                let digits: Vec<u32> = yt
+                    .clone()
+                    .try_into_vec_as::<i64>()
+                    .expect("int readback")
+                    .into_iter()
+                    .map(|d| d as u32)
+                    .collect();
+                self.digit_filter(digits)
+            } else {
+                Allowed::All
+            };
             let flat = logits.clone().reshape([b * l, v]);
-            if let Some(lp) = crate::ops::filtered_log_softmax(&flat, allowed) {
+            if let Some(lp) = crate::ops::filtered_log_softmax(&flat, &allowed) {
                 return lp.reshape([b, l, v]);
             }
         }

@@ -106,7 +106,7 @@ fn fused_filtered_nll_equals_composed_in_value_and_gradient() {
         let (logits, allowed, targets) = nll_case(v);
         let n = targets.len();
         let up = values(n, 4, 2.0);
-        for allowed in [Some(Arc::new(allowed.clone())), None] as [Allowed; 2] {
+        for allowed in [Allowed::Mask(Arc::new(allowed.clone())), Allowed::All] {
             let run = |fused: bool| {
                 let d = ad();
                 let z = Tensor::<2>::from_data(TensorData::new(logits.clone(), [n, v]), &d)
@@ -122,12 +122,13 @@ fn fused_filtered_nll_equals_composed_in_value_and_gradient() {
                 let nll: Vec<f32> = nll.inner().try_into_vec_as().unwrap();
                 (nll, g)
             };
-            let what = format!("V = {v}, filtered = {}", allowed.is_some());
+            let filtered = matches!(allowed, Allowed::Mask(_));
+            let what = format!("V = {v}, filtered = {filtered}");
             let (nll_f, g_f) = run(true);
             let (nll_c, g_c) = run(false);
             assert_close(&nll_f, &nll_c, &format!("nll, {what}"));
             assert_close(&g_f, &g_c, &format!("gradient, {what}"));
-            if allowed.is_some() {
+            if filtered {
                 assert_eq!(nll_f[2], 0.0, "a single allowed class has probability 1");
                 assert!(g_f[2 * v..3 * v].iter().all(|&g| g == 0.0));
             }
@@ -246,8 +247,12 @@ fn fused_filtered_log_softmax_equals_composed() {
         let n = logits.len() / v;
         let z = Tensor::<2>::from_data(TensorData::new(logits, [n, v]), &d);
         for filter in [true, false] {
-            let a = filter.then(|| Arc::new(allowed.clone()));
-            let got: Vec<f32> = filtered_log_softmax(&z, a)
+            let a = if filter {
+                Allowed::Mask(Arc::new(allowed.clone()))
+            } else {
+                Allowed::All
+            };
+            let got: Vec<f32> = filtered_log_softmax(&z, &a)
                 .expect("plain flex tensor")
                 .try_into_vec_as()
                 .unwrap();
@@ -280,14 +285,14 @@ fn fused_filtered_log_softmax_equals_composed() {
     }
     // Autodiff tensors are left to the composed version.
     let z = Tensor::<2>::from_data(TensorData::new(vec![0.0f32; 4], [1, 4]), &ad());
-    assert!(filtered_log_softmax(&z, None).is_none());
+    assert!(filtered_log_softmax(&z, &Allowed::All).is_none());
 }
 
 #[test]
 #[should_panic(expected = "not an allowed class")]
 fn filtered_nll_refuses_a_target_outside_its_allowed_set() {
     let z = Tensor::<2>::from_data(TensorData::new(vec![0.0f32; 4], [1, 4]), &Device::default());
-    let allowed = Some(Arc::new(vec![true, false, true, true]));
+    let allowed = Allowed::Mask(Arc::new(vec![true, false, true, true]));
     let _ = filtered_nll(z, allowed, Arc::new(vec![1]));
 }
 
@@ -295,5 +300,54 @@ fn filtered_nll_refuses_a_target_outside_its_allowed_set() {
 #[should_panic(expected = "not below V")]
 fn filtered_nll_refuses_a_target_beyond_v() {
     let z = Tensor::<2>::from_data(TensorData::new(vec![0.0f32; 4], [1, 4]), &Device::default());
-    let _ = filtered_nll(z, None, Arc::new(vec![4]));
+    let _ = filtered_nll(z, Allowed::All, Arc::new(vec![4]));
+}
+
+/// The on-the-fly digit filter gives exactly what the `N × V` mask of `Codec::allowed_batch`
+/// gives, in the NLL (value and gradient) and the log-probabilities, for every mask pattern.
+#[test]
+fn digit_filter_equals_the_host_mask() {
+    use mdm_prime::ops::filtered_log_softmax;
+    use mdm_prime::subtoken::PrimeTables;
+    use mdm_prime_core::Codec;
+    let d = ad();
+    for (v, ell) in [(1000u32, 3usize), (50, 2), (37, 1)] {
+        let codec = Codec::new(v, ell).unwrap();
+        let tables = PrimeTables::new(&codec, &Device::default());
+        let n = 90;
+        let v = v as usize;
+        let targets: Vec<u32> = (0..n).map(|r| ((r * 7919 + 13) % v) as u32).collect();
+        // Every mask pattern of ℓ digits, cycling over rows (fully revealed ones included).
+        let mut rows = codec.encode(&targets).unwrap();
+        for r in 0..n {
+            for j in 0..ell {
+                if (r % (1 << ell)) >> j & 1 == 1 {
+                    rows[r * ell + j] = codec.mask_id();
+                }
+            }
+        }
+        let mut mask = vec![false; n * v];
+        codec.allowed_batch(&rows, &mut mask).unwrap();
+        let logits = values(n * v, 8, 5.0);
+        let run = |allowed: Allowed| {
+            let z =
+                Tensor::<2>::from_data(TensorData::new(logits.clone(), [n, v]), &d).require_grad();
+            let nll = filtered_nll(z.clone(), allowed.clone(), Arc::new(targets.clone()));
+            let grads = nll.clone().sum().backward();
+            let g: Vec<f32> = z.grad(&grads).unwrap().try_into_vec_as().unwrap();
+            let nll: Vec<f32> = nll.inner().try_into_vec_as().unwrap();
+            let plain =
+                Tensor::<2>::from_data(TensorData::new(logits.clone(), [n, v]), &Device::default());
+            let lp: Vec<f32> = filtered_log_softmax(&plain, &allowed)
+                .unwrap()
+                .try_into_vec_as()
+                .unwrap();
+            (nll, g, lp)
+        };
+        let by_mask = run(Allowed::Mask(Arc::new(mask)));
+        let by_digits = run(tables.digit_filter(rows.clone()));
+        assert_eq!(by_mask.0, by_digits.0, "nll, V = {v}, ell = {ell}");
+        assert_eq!(by_mask.1, by_digits.1, "gradient, V = {v}, ell = {ell}");
+        assert_eq!(by_mask.2, by_digits.2, "log-probs, V = {v}, ell = {ell}");
+    }
 }
