@@ -8,22 +8,17 @@ use burn::nn::{
 use burn::tensor::Device;
 use burn::tensor::Tensor;
 
-/// `modulate(x) = x·(1 + scale) + shift` (spec §6.2), with `shift`, `scale: [B, 1, D]`.
-pub fn modulate(x: Tensor<3>, shift: Tensor<3>, scale: Tensor<3>) -> Tensor<3> {
-    x.clone() * scale + x + shift
-}
-
 /// GELU, tanh approximation: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (PyTorch's
 /// `approximate="tanh"`), the fused op of [`crate::ops::gelu_tanh`] (one pass forward, one
 /// backward; the composed version cost nine passes and scalar `tanhf`, docs/performance.md).
 pub use crate::ops::gelu_tanh;
-use crate::ops::{Rope, dropout, rotary_attention};
+use crate::ops::{LN_EPS, Rope, dropout, layer_norm_modulate, rotary_attention};
 
 /// A bias-free LayerNorm (learned weight only), ε = 1e-5.
 pub fn layer_norm(d: usize, device: &Device) -> LayerNorm {
     LayerNormConfig::new(d)
         .with_bias(false)
-        .with_epsilon(1e-5)
+        .with_epsilon(LN_EPS)
         .init(device)
 }
 
@@ -110,7 +105,7 @@ impl DitBlock {
 
         // Attention branch: projection, then rotary attention as one fused op.
         let span = crate::profile::span("attention");
-        let xn = modulate(self.norm1.forward(x.clone()), shift_msa, scale_msa);
+        let xn = layer_norm_modulate(x.clone(), self.norm1.gamma.val(), shift_msa, scale_msa);
         let attn = rotary_attention(self.qkv.forward(xn), self.n_heads, rope);
         let attn = self.attn_out.forward(attn);
         let x = x + gate_msa * dropout(attn, &self.dropout);
@@ -118,7 +113,7 @@ impl DitBlock {
         let _span = crate::profile::span("mlp");
 
         // MLP branch.
-        let xn = modulate(self.norm2.forward(x.clone()), shift_mlp, scale_mlp);
+        let xn = layer_norm_modulate(x.clone(), self.norm2.gamma.val(), shift_mlp, scale_mlp);
         let y = self.mlp_out.forward(gelu_tanh(self.mlp_in.forward(xn)));
         x + gate_mlp * dropout(y, &self.dropout)
     }

@@ -19,9 +19,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use mdm_prime_core::config::ModelConfig;
 use mdm_prime_core::{Codec, Schedule};
 
-use crate::ops::Rope;
+use crate::ops::{Rope, layer_norm_modulate};
 use crate::subtoken::PrimeTables;
-use block::{DitBlock, layer_norm, modulate, zero_linear};
+use block::{DitBlock, layer_norm, zero_linear};
 
 /// Width of the sinusoidal time features (MDLM `TimestepEmbedder`).
 const FREQ_DIM: usize = 256;
@@ -175,7 +175,7 @@ impl Dit {
             .reshape([b, 1, 2 * self.d_model])
             .chunk(2, 2);
         let [shift, scale]: [Tensor<3>; 2] = m.try_into().expect("chunk(2) gives 2 parts");
-        modulate(self.norm_final.forward(x), shift, scale)
+        layer_norm_modulate(x, self.norm_final.gamma.val(), shift, scale)
     }
 
     /// The V-way head on features `[N, M, D]` → logits `[N, M, V]` (any selection of positions).

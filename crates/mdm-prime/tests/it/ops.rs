@@ -351,3 +351,76 @@ fn digit_filter_equals_the_host_mask() {
         assert_eq!(by_mask.2, by_digits.2, "log-probs, V = {v}, ell = {ell}");
     }
 }
+
+#[test]
+fn fused_layer_norm_modulate_equals_burn_layer_norm_then_modulate() {
+    use burn::nn::LayerNormConfig;
+    use mdm_prime::ops::{LN_EPS, layer_norm_modulate};
+    let (b, l, d) = (3usize, 5usize, 40usize);
+    let x = values(b * l * d, 9, 3.0);
+    let gamma: Vec<f32> = values(d, 10, 0.5).iter().map(|g| 1.0 + g).collect();
+    let shift = values(b * d, 11, 0.3);
+    let scale = values(b * d, 12, 0.3);
+    let up = values(b * l * d, 13, 1.0);
+    let run = |fused: bool| {
+        let dev = ad();
+        let t3 = |v: &Vec<f32>, s: [usize; 3]| {
+            Tensor::<3>::from_data(TensorData::new(v.clone(), s), &dev).require_grad()
+        };
+        let (xt, sh, sc) = (
+            t3(&x, [b, l, d]),
+            t3(&shift, [b, 1, d]),
+            t3(&scale, [b, 1, d]),
+        );
+        let mut norm = LayerNormConfig::new(d)
+            .with_bias(false)
+            .with_epsilon(LN_EPS)
+            .init(&dev);
+        norm.gamma = burn::module::Param::from_tensor(
+            Tensor::<1>::from_data(TensorData::new(gamma.clone(), [d]), &dev).require_grad(),
+        );
+        let g = norm.gamma.val();
+        let y = if fused {
+            layer_norm_modulate(xt.clone(), g.clone(), sh.clone(), sc.clone())
+        } else {
+            // The oracle: burn's LayerNorm module, then modulate by hand.
+            let xn = norm.forward(xt.clone());
+            xn.clone() * sc.clone() + xn + sh.clone()
+        };
+        let w = Tensor::<3>::from_data(TensorData::new(up.clone(), [b, l, d]), &dev);
+        let grads = (y.clone() * w).sum().backward();
+        let v = |t: Option<Tensor<3>>| -> Vec<f32> { t.unwrap().try_into_vec_as().unwrap() };
+        (
+            y.inner().try_into_vec_as::<f32>().unwrap(),
+            v(xt.grad(&grads)),
+            norm.gamma
+                .val()
+                .grad(&grads)
+                .unwrap()
+                .try_into_vec_as::<f32>()
+                .unwrap(),
+            v(sh.grad(&grads)),
+            v(sc.grad(&grads)),
+        )
+    };
+    let f = run(true);
+    let c = run(false);
+    assert_close(&f.0, &c.0, "value");
+    assert_close(&f.1, &c.1, "dx");
+    assert_close(&f.2, &c.2, "dgamma");
+    assert_close(&f.3, &c.3, "dshift");
+    assert_close(&f.4, &c.4, "dscale");
+    // Plain device: the same forward.
+    let dev = Device::default();
+    let t =
+        |v: &Vec<f32>, s: [usize; 3]| Tensor::<3>::from_data(TensorData::new(v.clone(), s), &dev);
+    let y: Vec<f32> = layer_norm_modulate(
+        t(&x, [b, l, d]),
+        Tensor::<1>::from_data(TensorData::new(gamma.clone(), [d]), &dev),
+        t(&shift, [b, 1, d]),
+        t(&scale, [b, 1, d]),
+    )
+    .try_into_vec_as()
+    .unwrap();
+    assert_close(&y, &c.0, "value, plain device");
+}
