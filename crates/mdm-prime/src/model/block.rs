@@ -14,6 +14,15 @@ use burn::tensor::Tensor;
 pub use crate::ops::gelu_tanh;
 use crate::ops::{LN_EPS, Rope, dropout, layer_norm_modulate, rotary_attention};
 
+/// `lin` applied to `x: [B, L, D]` as one `[B·L, D]` matmul (burn keeps `[B, L, D] × [D, N]`
+/// as B batched products when L fills its row tiles, packing the weight B times).
+pub fn rows(lin: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, l, d] = x.dims();
+    let y = lin.forward(x.reshape([b * l, d]));
+    let n = y.dims()[1];
+    y.reshape([b, l, n])
+}
+
 /// A bias-free LayerNorm (learned weight only), ε = 1e-5.
 pub fn layer_norm(d: usize, device: &Device) -> LayerNorm {
     LayerNormConfig::new(d)
@@ -106,15 +115,15 @@ impl DitBlock {
         // Attention branch: projection, then rotary attention as one fused op.
         let span = crate::profile::span("attention");
         let xn = layer_norm_modulate(x.clone(), self.norm1.gamma.val(), shift_msa, scale_msa);
-        let attn = rotary_attention(self.qkv.forward(xn), self.n_heads, rope);
-        let attn = self.attn_out.forward(attn);
+        let attn = rotary_attention(rows(&self.qkv, xn), self.n_heads, rope);
+        let attn = rows(&self.attn_out, attn);
         let x = x + gate_msa * dropout(attn, &self.dropout);
         drop(span);
         let _span = crate::profile::span("mlp");
 
         // MLP branch.
         let xn = layer_norm_modulate(x.clone(), self.norm2.gamma.val(), shift_mlp, scale_mlp);
-        let y = self.mlp_out.forward(gelu_tanh(self.mlp_in.forward(xn)));
+        let y = rows(&self.mlp_out, gelu_tanh(rows(&self.mlp_in, xn)));
         x + gate_mlp * dropout(y, &self.dropout)
     }
 }

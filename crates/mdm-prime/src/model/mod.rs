@@ -181,7 +181,7 @@ impl Dit {
     /// The V-way head on features `[N, M, D]` → logits `[N, M, V]` (any selection of positions).
     pub fn head_logits(&self, h: Tensor<3>) -> Tensor<3> {
         let _span = crate::profile::span("head");
-        self.head.forward(h)
+        block::rows(&self.head, h)
     }
 
     /// `log p_θ(x | y_t)` over V, filtered by carry-over when on: the one forward that the
