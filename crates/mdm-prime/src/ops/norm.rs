@@ -10,7 +10,9 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::Flex;
 use rayon::prelude::*;
 
-use super::{Ad, contiguous, f32s, flex_from};
+use pulp::{Simd, WithSimd};
+
+use super::{Ad, LANES, contiguous, f32s, flex_from, rows_per_task, simd};
 
 /// LayerNorm's ε (PyTorch's default, and the model's `layer_norm`).
 pub const LN_EPS: f64 = 1e-5;
@@ -27,44 +29,103 @@ struct LnState {
     dims: [usize; 3],
 }
 
-/// Forward on host slices: the output and the backward state.
+/// `Σ f(x)` over a row, in `LANES` independent accumulators (so it vectorises).
+#[inline(always)]
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let chunks = xs.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    let mut acc = [0.0f32; LANES];
+    for c in chunks {
+        for k in 0..LANES {
+            acc[k] += f(c[k]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// A block of rows of the forward pass, from row `row0`: `out`, `1/σ`, and `x̂` when kept.
+struct LnRows<'a> {
+    x: &'a [f32],
+    gamma: &'a [f32],
+    shift: &'a [f32],
+    scale: &'a [f32],
+    row0: usize,
+    l: usize,
+    out: &'a mut [f32],
+    rstd: &'a mut [f32],
+    xhat: Option<&'a mut [f32]>,
+}
+
+impl WithSimd for LnRows<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let d = self.gamma.len();
+        let mut xhat = self.xhat;
+        for (r, out) in self.out.chunks_exact_mut(d).enumerate() {
+            let xs = &self.x[r * d..(r + 1) * d];
+            let bi = (self.row0 + r) / self.l;
+            let (sh, sc) = (
+                &self.shift[bi * d..(bi + 1) * d],
+                &self.scale[bi * d..(bi + 1) * d],
+            );
+            let mean = lane_sum(xs, |x| x) / d as f32;
+            let var = lane_sum(xs, |x| (x - mean) * (x - mean)) / d as f32;
+            let rs = 1.0 / (var + LN_EPS as f32).sqrt();
+            self.rstd[r] = rs;
+            for k in 0..d {
+                out[k] = (xs[k] - mean) * rs * self.gamma[k] * (1.0 + sc[k]) + sh[k];
+            }
+            if let Some(xh) = xhat.as_deref_mut() {
+                for (h, &x) in xh[r * d..(r + 1) * d].iter_mut().zip(xs) {
+                    *h = (x - mean) * rs;
+                }
+            }
+        }
+    }
+}
+
+/// Forward on host slices: `(output, x̂, 1/σ)`, with `x̂` empty unless `keep` (autodiff).
 fn ln_mod_forward(
     x: &[f32],
     gamma: &[f32],
     shift: &[f32],
     scale: &[f32],
     [b, l, d]: [usize; 3],
-) -> (Vec<f32>, LnState) {
+    keep: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut out = vec![0.0f32; b * l * d];
-    let mut xhat = vec![0.0f32; b * l * d];
-    let mut rstd = vec![0.0f32; b * l];
-    out.par_chunks_mut(d)
-        .zip(xhat.par_chunks_mut(d))
-        .zip(rstd.par_iter_mut())
-        .enumerate()
-        .for_each(|(row, ((out, xh), rs))| {
-            let xs = &x[row * d..(row + 1) * d];
-            let bi = row / l;
-            let (sh, sc) = (&shift[bi * d..(bi + 1) * d], &scale[bi * d..(bi + 1) * d]);
-            let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-            let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
-            let r = (1.0 / (var + LN_EPS).sqrt()) as f32;
-            let mean = mean as f32;
-            for k in 0..d {
-                let h = (xs[k] - mean) * r;
-                xh[k] = h;
-                out[k] = h * gamma[k] * (1.0 + sc[k]) + sh[k];
-            }
-            *rs = r;
-        });
-    let state = LnState {
-        xhat: Arc::new(xhat),
-        rstd: Arc::new(rstd),
-        gamma: Arc::new(gamma.to_vec()),
-        scale: Arc::new(scale.to_vec()),
-        dims: [b, l, d],
+    let mut xhat = if keep {
+        vec![0.0f32; b * l * d]
+    } else {
+        Vec::new()
     };
-    (out, state)
+    let mut rstd = vec![0.0f32; b * l];
+    let rows = rows_per_task(d);
+    let mut xhat_blocks: Vec<Option<&mut [f32]>> = if keep {
+        xhat.chunks_mut(rows * d).map(Some).collect()
+    } else {
+        (0..(b * l).div_ceil(rows)).map(|_| None).collect()
+    };
+    out.par_chunks_mut(rows * d)
+        .zip(rstd.par_chunks_mut(rows))
+        .zip(xhat_blocks.par_iter_mut())
+        .enumerate()
+        .for_each(|(c, ((out, rstd), xhat))| {
+            let row0 = c * rows;
+            simd(LnRows {
+                x: &x[row0 * d..(row0 + rstd.len()) * d],
+                gamma,
+                shift,
+                scale,
+                row0,
+                l,
+                out,
+                rstd,
+                xhat: xhat.take(),
+            })
+        });
+    (out, xhat, rstd)
 }
 
 /// Gradients `(dx, dγ, dshift, dscale)` from `dy`.
@@ -187,11 +248,20 @@ pub fn layer_norm_modulate(
                 contiguous(ps),
                 contiguous(pc),
             );
-            let (out, state) =
-                ln_mod_forward(f32s(&px), f32s(&pg), f32s(&ps), f32s(&pc), [b, l, d]);
+            let (out, xhat, rstd) =
+                ln_mod_forward(f32s(&px), f32s(&pg), f32s(&ps), f32s(&pc), [b, l, d], true);
             let out = flex_from(out, &[b, l, d]);
             let t = match prep {
-                OpsKind::Tracked(prep) => prep.finish(state, out),
+                OpsKind::Tracked(prep) => {
+                    let state = LnState {
+                        xhat: Arc::new(xhat),
+                        rstd: Arc::new(rstd),
+                        gamma: Arc::new(f32s(&pg).to_vec()),
+                        scale: Arc::new(f32s(&pc).to_vec()),
+                        dims: [b, l, d],
+                    };
+                    prep.finish(state, out)
+                }
                 OpsKind::UnTracked(prep) => prep.finish(out),
             };
             return Tensor::from_primitive::<Ad>(t);
@@ -210,7 +280,8 @@ pub fn layer_norm_modulate(
                 contiguous(ps),
                 contiguous(pc),
             );
-            let (out, _) = ln_mod_forward(f32s(&px), f32s(&pg), f32s(&ps), f32s(&pc), [b, l, d]);
+            let (out, _, _) =
+                ln_mod_forward(f32s(&px), f32s(&pg), f32s(&ps), f32s(&pc), [b, l, d], false);
             return Tensor::from_primitive::<Flex>(flex_from(out, &[b, l, d]));
         }
     }
