@@ -354,9 +354,15 @@ fn digit_filter_equals_the_host_mask() {
 
 #[test]
 fn fused_layer_norm_modulate_equals_burn_layer_norm_then_modulate() {
+    // A single block; then 1200 rows of 64 (blocks of 512 rows end inside sequences of 100).
+    for (b, l, d) in [(3usize, 5usize, 40usize), (12, 100, 64)] {
+        layer_norm_case(b, l, d);
+    }
+}
+
+fn layer_norm_case(b: usize, l: usize, d: usize) {
     use burn::nn::LayerNormConfig;
     use mdm_prime::ops::{LN_EPS, layer_norm_modulate};
-    let (b, l, d) = (3usize, 5usize, 40usize);
     let x = values(b * l * d, 9, 3.0);
     let gamma: Vec<f32> = values(d, 10, 0.5).iter().map(|g| 1.0 + g).collect();
     let shift = values(b * d, 11, 0.3);
@@ -367,11 +373,18 @@ fn fused_layer_norm_modulate_equals_burn_layer_norm_then_modulate() {
         let t3 = |v: &Vec<f32>, s: [usize; 3]| {
             Tensor::<3>::from_data(TensorData::new(v.clone(), s), &dev).require_grad()
         };
-        let (xt, sh, sc) = (
-            t3(&x, [b, l, d]),
-            t3(&shift, [b, 1, d]),
-            t3(&scale, [b, 1, d]),
-        );
+        // shift and scale as the model gets them: two halves of one [B, 1, 2D] tensor.
+        let both: Vec<f32> = (0..b)
+            .flat_map(|i| {
+                shift[i * d..(i + 1) * d]
+                    .iter()
+                    .chain(&scale[i * d..(i + 1) * d])
+            })
+            .copied()
+            .collect();
+        let both = t3(&both, [b, 1, 2 * d]);
+        let [sh, sc]: [Tensor<3>; 2] = both.clone().chunk(2, 2).try_into().unwrap();
+        let xt = t3(&x, [b, l, d]);
         let mut norm = LayerNormConfig::new(d)
             .with_bias(false)
             .with_epsilon(LN_EPS)
@@ -390,26 +403,36 @@ fn fused_layer_norm_modulate_equals_burn_layer_norm_then_modulate() {
         let w = Tensor::<3>::from_data(TensorData::new(up.clone(), [b, l, d]), &dev);
         let grads = (y.clone() * w).sum().backward();
         let v = |t: Option<Tensor<3>>| -> Vec<f32> { t.unwrap().try_into_vec_as().unwrap() };
+        // The gradient of [B, 1, 2D]: d shift and d scale side by side per sequence.
+        let g_both = v(both.grad(&grads));
+        let half = |k: usize| -> Vec<f32> {
+            (0..b)
+                .flat_map(|i| g_both[i * 2 * d + k * d..i * 2 * d + (k + 1) * d].to_vec())
+                .collect()
+        };
+        let dgamma: Vec<f32> = norm
+            .gamma
+            .val()
+            .grad(&grads)
+            .unwrap()
+            .try_into_vec_as()
+            .unwrap();
         (
             y.inner().try_into_vec_as::<f32>().unwrap(),
             v(xt.grad(&grads)),
-            norm.gamma
-                .val()
-                .grad(&grads)
-                .unwrap()
-                .try_into_vec_as::<f32>()
-                .unwrap(),
-            v(sh.grad(&grads)),
-            v(sc.grad(&grads)),
+            dgamma,
+            half(0),
+            half(1),
         )
     };
     let f = run(true);
     let c = run(false);
-    assert_close(&f.0, &c.0, "value");
-    assert_close(&f.1, &c.1, "dx");
-    assert_close(&f.2, &c.2, "dgamma");
-    assert_close(&f.3, &c.3, "dshift");
-    assert_close(&f.4, &c.4, "dscale");
+    let what = |s: &str| format!("{s}, B = {b}, L = {l}, D = {d}");
+    assert_close(&f.0, &c.0, &what("value"));
+    assert_close(&f.1, &c.1, &what("dx"));
+    assert_close(&f.2, &c.2, &what("dgamma"));
+    assert_close(&f.3, &c.3, &what("dshift"));
+    assert_close(&f.4, &c.4, &what("dscale"));
     // Plain device: the same forward.
     let dev = Device::default();
     let t =
@@ -422,5 +445,5 @@ fn fused_layer_norm_modulate_equals_burn_layer_norm_then_modulate() {
     )
     .try_into_vec_as()
     .unwrap();
-    assert_close(&y, &c.0, "value, plain device");
+    assert_close(&y, &c.0, &what("value, plain device"));
 }
