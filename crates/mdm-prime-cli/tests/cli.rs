@@ -271,6 +271,8 @@ fn bad_corpora_and_configs_fail_clearly_and_write_nothing() {
             "--run-dir".into(),
             run.display().to_string(),
             "--quiet".into(),
+            "--set".into(),
+            "data.cache_dir=\"\"".into(),
         ];
         args.extend(extra.clone());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -116,18 +116,6 @@ pub fn batch_loss(
         .reshape([b * l, d])
         .select(0, idx.clone())
         .reshape([n, 1, d]);
-    let yt = batch
-        .yt
-        .clone()
-        .reshape([b * l, ell])
-        .select(0, idx.clone())
-        .reshape([n, 1, ell]);
-    let x0 = batch
-        .x0
-        .clone()
-        .reshape([b * l])
-        .select(0, idx)
-        .reshape([n, 1]);
     let weight = batch.weight.clone().select(0, seq);
     let logits = model.head_logits(h);
     if objective == Objective::Paper {
@@ -153,6 +141,19 @@ pub fn batch_loss(
         let nll = filtered_nll(logits.reshape([n, v]), allowed, Arc::new(targets));
         return (nll * weight).sum().div_scalar((b * l) as f64);
     }
+    // The ELBO needs the noised digits and clean tokens of the selected rows as tensors.
+    let yt = batch
+        .yt
+        .clone()
+        .reshape([b * l, ell])
+        .select(0, idx.clone())
+        .reshape([n, 1, ell]);
+    let x0 = batch
+        .x0
+        .clone()
+        .reshape([b * l])
+        .select(0, idx)
+        .reshape([n, 1]);
     let lp = tables.log_probs(logits, yt.clone(), carry_over);
     token_terms(objective, tables, lp, yt, x0, weight)
         .sum()

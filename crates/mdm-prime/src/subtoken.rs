@@ -106,12 +106,7 @@ impl PrimeTables {
             self.codec.ell()
         );
         let v = self.codec.vocab_size() as usize;
-        let digits: Vec<u32> = yt
-            .try_into_vec_as::<i64>()
-            .expect("int readback")
-            .into_iter()
-            .map(|d| d as u32)
-            .collect();
+        let digits = host_digits(yt);
         let mut allowed = vec![false; b * l * v];
         self.codec
             .allowed_batch(&digits, &mut allowed)
@@ -133,14 +128,7 @@ impl PrimeTables {
             // Inference (sampling, evaluation): one fused pass, `ops::filtered_log_softmax`.
             let [b, l, v] = logits.dims();
             let allowed = if carry_over {
-                let digits: Vec<u32> = yt
-                    .clone()
-                    .try_into_vec_as::<i64>()
-                    .expect("int readback")
-                    .into_iter()
-                    .map(|d| d as u32)
-                    .collect();
-                self.digit_filter(digits)
+                self.digit_filter(host_digits(yt.clone()))
             } else {
                 Allowed::All
             };
@@ -175,6 +163,15 @@ impl PrimeTables {
             .collect();
         Tensor::cat(cols, 2)
     }
+}
+
+/// The sub-tokens of `yt` on the host, token-major.
+fn host_digits(yt: Tensor<3, Int>) -> Vec<u32> {
+    yt.try_into_vec_as::<i64>()
+        .expect("int readback")
+        .into_iter()
+        .map(|d| d as u32)
+        .collect()
 }
 
 /// `log Σ_k exp(x[.., k])` over the last dim, kept as size 1, stable for −∞ entries
