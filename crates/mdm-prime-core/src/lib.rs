@@ -25,6 +25,7 @@ pub mod error;
 pub mod noise;
 pub mod objective;
 pub mod plot;
+pub mod rng;
 pub mod sampling;
 pub mod schedule;
 pub mod subtoken;

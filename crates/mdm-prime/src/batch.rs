@@ -6,7 +6,6 @@ use mdm_prime_core::{Codec, Schedule};
 use rand::Rng;
 
 use crate::Result;
-use crate::objective::loss_weights;
 
 /// One noised batch on a device.
 #[derive(Debug, Clone)]
@@ -58,4 +57,10 @@ pub fn noised_batch(
         t,
         masked_positions,
     })
+}
+
+/// The loss weights `w(t) = −α'_t/(1 − α_t)` of a batch of times, as a device tensor `[B]`.
+pub fn loss_weights(schedule: &Schedule, t: &[f64], device: &Device) -> Tensor<1> {
+    let w: Vec<f32> = t.iter().map(|&t| schedule.loss_weight(t) as f32).collect();
+    Tensor::from_data(TensorData::new(w, [t.len()]), device)
 }

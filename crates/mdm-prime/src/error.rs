@@ -22,6 +22,13 @@ impl Error {
             reason: reason.into(),
         }
     }
+    /// The config asks for another network than the code that reads it builds.
+    pub fn config_kind(wanted: &str, got: &str) -> Self {
+        Error::Core(mdm_prime_core::Error::config(
+            "model.kind",
+            format!("this network is `{wanted}` but the config says `{got}`"),
+        ))
+    }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Core(mdm_prime_core::Error::io(path, source))
     }

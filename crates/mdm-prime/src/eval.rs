@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::Result;
 use crate::batch::noised_batch;
-use crate::model::Dit;
+use crate::model::Denoiser;
 use crate::objective::token_terms;
 use crate::subtoken::PrimeTables;
 
@@ -62,8 +62,8 @@ impl EvalSettings {
 /// Evaluates `model` (EMA weights, no autodiff) on `blocks`. `progress(done, total)` is called
 /// after each batch.
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate(
-    model: &Dit,
+pub fn evaluate<M: Denoiser>(
+    model: &M,
     tables: &PrimeTables,
     codec: &Codec,
     schedule: &Schedule,

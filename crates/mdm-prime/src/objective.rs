@@ -15,10 +15,11 @@
 use std::sync::Arc;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use mdm_prime_core::{Objective, Schedule};
+use mdm_prime_core::Objective;
 
 use crate::batch::NoisedBatch;
-use crate::model::Dit;
+pub use crate::batch::loss_weights;
+use crate::model::Denoiser;
 use crate::ops::{Allowed, filtered_nll};
 use crate::subtoken::PrimeTables;
 
@@ -76,8 +77,8 @@ pub fn objective_from_logits(
 /// objective when carry-over is on (one class is left, log-probability 0). Then the V-way head,
 /// the filter and the loss run only on the masked positions (`batch.masked_positions`), which
 /// gives the same value and gradient with less work; otherwise every position is used.
-pub fn batch_loss(
-    model: &Dit,
+pub fn batch_loss<M: Denoiser>(
+    model: &M,
     tables: &PrimeTables,
     objective: Objective,
     batch: &NoisedBatch,
@@ -160,18 +161,12 @@ pub fn batch_loss(
         .div_scalar((b * l) as f64)
 }
 
-/// The loss weights `w(t)` of a batch of times, as a device tensor `[B]`.
-pub fn loss_weights(schedule: &Schedule, t: &[f64], device: &burn::tensor::Device) -> Tensor<1> {
-    let w: Vec<f32> = t.iter().map(|&t| schedule.loss_weight(t) as f32).collect();
-    Tensor::from_data(TensorData::new(w, [t.len()]), device)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::tensor::Device;
-    use mdm_prime_core::Codec;
     use mdm_prime_core::schedule::gauss_legendre_01;
+    use mdm_prime_core::{Codec, Schedule};
 
     fn int3(v: Vec<i64>, dims: [usize; 3], d: &Device) -> Tensor<3, Int> {
         Tensor::from_data(TensorData::new(v, dims), d)

@@ -9,6 +9,27 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 
+/// The path component a module adds: its field name, or nothing for the variant of an enum
+/// module (`model::Network`), so a parameter's path is the same whether the network is held
+/// directly or through the enum. Empty parts are dropped when a path is joined.
+fn path_part(name: &str, container: &str) -> String {
+    if container.starts_with("Enum:") {
+        String::new()
+    } else {
+        name.to_string()
+    }
+}
+
+/// Joins the non-empty parts of a module path with dots.
+fn join_path(parts: &[String]) -> String {
+    let kept: Vec<&str> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(String::as_str)
+        .collect();
+    kept.join(".")
+}
+
 /// One float parameter, flattened, without autodiff.
 #[derive(Debug, Clone)]
 pub struct NamedParam {
@@ -25,8 +46,8 @@ pub fn named_params<M: Module>(module: &M) -> Vec<NamedParam> {
         out: Vec<NamedParam>,
     }
     impl ModuleVisitor for Collect {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.path.push(path_part(name, container));
         }
         fn exit_module(&mut self, _: &str, _: &str) {
             self.path.pop();
@@ -36,7 +57,7 @@ pub fn named_params<M: Module>(module: &M) -> Vec<NamedParam> {
             let shape = t.dims().to_vec();
             let n: usize = shape.iter().product();
             self.out.push(NamedParam {
-                path: self.path.join("."),
+                path: join_path(&self.path),
                 id: p.id,
                 shape,
                 value: t.reshape([n]),
@@ -63,14 +84,14 @@ pub fn map_params<M: Module>(
         f: &'a mut dyn FnMut(&str, Tensor<1>) -> Option<Tensor<1>>,
     }
     impl ModuleMapper for Map<'_> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.path.push(path_part(name, container));
         }
         fn exit_module(&mut self, _: &str, _: &str) {
             self.path.pop();
         }
         fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let path = self.path.join(".");
+            let path = join_path(&self.path);
             let f = &mut self.f;
             p.map(|t| {
                 let dims = t.dims();
@@ -107,8 +128,8 @@ pub fn grads_by_path<M: Module>(module: &M, grads: &Gradients) -> HashMap<String
         out: HashMap<String, Tensor<1>>,
     }
     impl ModuleVisitor for Collect<'_> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.path.push(path_part(name, container));
         }
         fn exit_module(&mut self, _: &str, _: &str) {
             self.path.pop();
@@ -116,7 +137,7 @@ pub fn grads_by_path<M: Module>(module: &M, grads: &Gradients) -> HashMap<String
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
             if let Some(g) = p.val().grad(self.grads) {
                 let n: usize = g.dims().iter().product();
-                self.out.insert(self.path.join("."), g.reshape([n]));
+                self.out.insert(join_path(&self.path), g.reshape([n]));
             }
         }
     }

@@ -23,6 +23,7 @@
 //! output, and neither does the batch size.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use mdm_prime_core::rng::step_seed;
 use mdm_prime_core::sampling::{
     NoisePrecision, exponential_race, nucleus, reveal_probability, time_grid,
 };
@@ -33,9 +34,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::Result;
-use crate::model::Dit;
+use crate::model::Denoiser;
 use crate::subtoken::PrimeTables;
-use crate::train::step_seed;
 
 /// When the network output of a sequence is reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,8 +164,8 @@ pub struct SamplerTiming {
 /// Generates `n` sequences and reports where the time went. `progress(step, total)` is called
 /// after each step.
 #[allow(clippy::too_many_arguments)]
-pub fn sample(
-    model: &Dit,
+pub fn sample<M: Denoiser>(
+    model: &M,
     tables: &PrimeTables,
     schedule: &Schedule,
     settings: &SampleSettings,
@@ -199,7 +199,7 @@ pub fn sample(
             idle_at: Vec::with_capacity(settings.steps),
         })
         .collect();
-    let time_dependent = model.sigma(schedule, &[0.5])[0] != 0.0;
+    let time_dependent = model.time_conditioned();
     let grid = time_grid(settings.steps);
     for k in 0..settings.steps {
         let (t, s) = (grid[k], grid[k + 1]);
@@ -294,8 +294,8 @@ fn placeholder() -> SeqState {
 }
 
 /// Runs the network on every sequence whose cache is stale, `batch_size` at a time.
-fn refresh(
-    model: &Dit,
+fn refresh<M: Denoiser>(
+    model: &M,
     tables: &PrimeTables,
     schedule: &Schedule,
     settings: &SampleSettings,
@@ -348,8 +348,8 @@ struct Changes {
 /// the log-softmax run once on the rows (sequence, position) that reveal something, from the
 /// cached features; then, in position order, each such token x̂ is drawn from its distribution
 /// and the revealed digits take x̂'s digits.
-fn reveal_all(
-    model: &Dit,
+fn reveal_all<M: Denoiser>(
+    model: &M,
     tables: &PrimeTables,
     settings: &SampleSettings,
     seqs: &mut [SeqState],

@@ -22,7 +22,7 @@ use serde_json::json;
 use crate::batch::noised_batch;
 use crate::checkpoint::{self, RunDir, TrainState, code_version};
 use crate::eval::{EvalReport, EvalSettings, evaluate};
-use crate::model::Dit;
+use crate::model::{Denoiser, Network};
 use crate::objective::batch_loss;
 use crate::optim::{AdamW, clip_factor, ema_decay, ema_update, global_norm, learning_rate};
 use crate::params::{grads_by_path, materialize};
@@ -61,22 +61,14 @@ pub struct TrainOutcome {
     pub last_eval: Option<EvalReport>,
 }
 
-/// A seed for step `step`, stream `stream` (SplitMix64 of the pair).
-pub fn step_seed(seed: u64, step: u64, stream: u64) -> u64 {
-    let mut z = seed
-        ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ stream.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+pub use mdm_prime_core::rng::step_seed;
 
 /// The model and its training state, in memory.
 pub struct Trainer {
     pub cfg: RunConfig,
     pub run: RunDir,
-    pub model: Dit,
-    pub ema: Dit,
+    pub model: Network,
+    pub ema: Network,
     pub optim: AdamW,
     pub state: TrainState,
     pub tables: PrimeTables,
@@ -90,7 +82,7 @@ impl Trainer {
         let tables = PrimeTables::new(&codec, device);
         let ad = device.clone().autodiff();
         device.seed(cfg.seed);
-        let fresh = Dit::new(&cfg.model, &codec, &ad);
+        let fresh = Network::init(cfg, &codec, &ad)?;
         materialize(&fresh);
         let mut optim = AdamW::new(&cfg.train);
         if resume {

@@ -49,18 +49,19 @@ fn bench_config(name: &str) -> anyhow::Result<RunConfig> {
 /// Forward FLOPs of the body for one sequence of L tokens (matmuls only): per layer 24·D² per
 /// token (qkv 6D², out 2D², MLP 16D²) + attention 4·L·D per token.
 fn body_flops(cfg: &RunConfig) -> f64 {
-    let (d, l, n) = (
-        cfg.model.d_model as f64,
-        cfg.data.seq_len as f64,
-        cfg.model.n_layers as f64,
-    );
-    let r = cfg.model.mlp_ratio as f64;
+    let Some(m) = cfg.model.dit() else {
+        return f64::NAN;
+    };
+    let (d, l, n) = (m.d_model as f64, cfg.data.seq_len as f64, m.n_layers as f64);
+    let r = m.mlp_ratio as f64;
     l * n * ((8.0 + 4.0 * r) * d * d + 4.0 * l * d)
 }
 
 /// Forward FLOPs of the V-way head on one position.
 fn head_flops(cfg: &RunConfig, vocab: u64) -> f64 {
-    2.0 * cfg.model.d_model as f64 * vocab as f64
+    cfg.model
+        .dit()
+        .map_or(f64::NAN, |m| 2.0 * m.d_model as f64 * vocab as f64)
 }
 
 /// The expected fraction of tokens with at least one masked sub-token in a training batch,

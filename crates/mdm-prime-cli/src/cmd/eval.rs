@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use mdm_prime::checkpoint::{RunDir, load_module};
 use mdm_prime::eval::{EvalReport, EvalSettings, evaluate};
-use mdm_prime::model::Dit;
+use mdm_prime::model::{Denoiser, Network};
 use mdm_prime::subtoken::PrimeTables;
 use mdm_prime_core::data::unigram_nll;
 
@@ -18,7 +18,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let cfg = run_config(&run, &args.overrides, &["eval"])?;
     let codec = cfg.codec()?;
     let device = Device::default();
-    let model = load_module(Dit::new(&cfg.model, &codec, &device), &run.ema())
+    let model = load_module(Network::init(&cfg, &codec, &device)?, &run.ema())
         .with_context(|| format!("loading the EMA weights of {}", run.root.display()))?
         .valid();
     let tables = PrimeTables::new(&codec, &device);

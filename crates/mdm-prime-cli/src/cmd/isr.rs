@@ -3,8 +3,8 @@
 
 use anyhow::bail;
 use mdm_prime::eval::mean_stderr;
-use mdm_prime::train::step_seed;
 use mdm_prime_core::Schedule;
+use mdm_prime_core::rng::step_seed;
 use mdm_prime_core::sampling::{isr_closed_form, nfe_expected, simulate_idle_steps};
 use rand::SeedableRng;
 use rand::rngs::StdRng;

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use burn::module::Module;
 use burn::tensor::Device;
 use mdm_prime::checkpoint::{RunDir, load_module, write_atomic};
-use mdm_prime::model::Dit;
+use mdm_prime::model::{Denoiser, Network};
 use mdm_prime::sampler::{CacheMode, SampleSettings, Template, sample};
 use mdm_prime::subtoken::PrimeTables;
 use mdm_prime_core::sampling::NoisePrecision;
@@ -44,7 +44,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let steps = args.steps.unwrap_or(len);
 
     let device = Device::default();
-    let model = load_module(Dit::new(&cfg.model, &codec, &device), &run.ema())
+    let model = load_module(Network::init(&cfg, &codec, &device)?, &run.ema())
         .with_context(|| format!("loading the EMA weights of {}", run.root.display()))?
         .valid();
     let tables = PrimeTables::new(&codec, &device);

@@ -71,12 +71,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening run directory {}", run.root.display()))?;
     let codec = cfg.codec()?;
     eprintln!(
-        "model: ell = {}, base = {}, D = {}, {} layers, {} heads; objective {}; run dir {}",
+        "model: ell = {}, base = {}, {}; objective {}; run dir {}",
         codec.ell(),
         codec.base(),
-        cfg.model.d_model,
-        cfg.model.n_layers,
-        cfg.model.n_heads,
+        cfg.model.describe(),
         cfg.train.objective,
         run.root.display()
     );

@@ -1,132 +1,60 @@
-//! The denoiser: MDLM's DiT with MDM-Prime's sub-token encoder (spec §6).
+//! The denoisers, behind one seam.
 //!
-//! - **Encoder** (§6.1): one shared `(b+1) × D/ℓ` table embeds each sub-token (mask id b
-//!   included); the ℓ embeddings of a token are concatenated in digit order into D dims.
-//! - **Backbone** (§6.2): `n_layers` DiT blocks over L tokens ([`block::DitBlock`]).
-//! - **Decoder**: final bias-free LayerNorm, adaLN (shift, scale), a zero-initialised V-way head,
-//!   then the shared [`PrimeTables::log_probs`] (carry-over filter + log-softmax).
+//! [`Denoiser`] is what the trainer, the evaluator, the sampler, the benchmarks and the
+//! checkpoints see: sub-tokens `y_t` in, per-position features out, and a per-position head that
+//! turns features into logits over V. Everything downstream of the logits — the carry-over filter,
+//! the log-softmax, both objectives, the draws — is shared ([`Denoiser::log_probs`]), so a network
+//! only says how it reads a sequence of sub-tokens.
 //!
-//! With ℓ = 1 this is exactly MDLM: a `(V+1) × D` table with mask id V, and SUBS (the filter
-//! zeroes revealed tokens' loss and forbids nothing on masked ones; the head never has a mask
-//! class, which is SUBS's −∞ on the mask logit).
+//! - [`Dit`] (`[model] kind = "dit"`): MDLM's DiT with the sub-token encoder (design §6.2); its
+//!   features are the final normalised hidden states `[B, L, D]` and the head is the V-way linear
+//!   layer, so the sampler caches `[L, D]` per sequence and runs the head only where it reveals.
+//! - `Unet` (`[model] kind = "unet"`): the ADM-style U-Net of the image experiments (design §6.3);
+//!   its output layer is a 3 × 3 convolution, not a per-position map, so its features are the
+//!   logits themselves and its head is the identity.
+//!
+//! [`Network`] is the runtime choice: the one `match` on `[model] kind`, itself a [`Denoiser`].
 
-pub mod block;
+mod block;
+mod dit;
+
+pub use dit::{Dit, TimeEmbedder};
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, Linear, LinearConfig};
-use burn::tensor::activation::silu;
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use mdm_prime_core::config::ModelConfig;
+use burn::tensor::{Device, Int, Tensor};
+use mdm_prime_core::config::{ModelConfig, RunConfig};
 use mdm_prime_core::{Codec, Schedule};
 
-use crate::ops::{Rope, layer_norm_modulate};
 use crate::subtoken::PrimeTables;
-use block::{DitBlock, layer_norm, zero_linear};
 
-/// Width of the sinusoidal time features (MDLM `TimestepEmbedder`).
-const FREQ_DIM: usize = 256;
+/// A network that reads noised sub-tokens and scores every token's V classes.
+pub trait Denoiser: Module + Sized + 'static {
+    /// Builds the network a run config describes (its `[model]` section, the codec's V, ℓ and
+    /// b, the data's shape) on `device`. A config of another `[model] kind` is an error.
+    fn init(cfg: &RunConfig, codec: &Codec, device: &Device) -> crate::Result<Self>;
 
-/// `TimestepEmbedder`: sinusoidal(σ) → Linear(256 → cond) → SiLU → Linear(cond → cond).
-#[derive(Module, Debug)]
-pub struct TimeEmbedder {
-    lin1: Linear,
-    lin2: Linear,
-}
+    /// Whether the network reads the time (then the sampler never reuses an output).
+    fn time_conditioned(&self) -> bool;
 
-impl TimeEmbedder {
-    fn new(cond_dim: usize, device: &Device) -> Self {
-        TimeEmbedder {
-            lin1: LinearConfig::new(FREQ_DIM, cond_dim).init(device),
-            lin2: LinearConfig::new(cond_dim, cond_dim).init(device),
-        }
-    }
+    /// Everything before the per-position head.
+    ///
+    /// # Shapes
+    /// `yt: [B, L, ℓ]` (digits < b, or the mask id b), `sigma: [B]` → `[B, L, F]`.
+    fn features(&self, yt: Tensor<3, Int>, sigma: &[f32]) -> Tensor<3>;
 
-    /// `[cos(σ·f_k), sin(σ·f_k)]`, `f_k = 10000^(−k/128)`, then the MLP. `sigma: [B]` → `[B, cond]`.
-    fn forward(&self, sigma: &[f32], device: &Device) -> Tensor<2> {
-        let half = FREQ_DIM / 2;
-        let mut feats = Vec::with_capacity(sigma.len() * FREQ_DIM);
-        for &s in sigma {
-            let args: Vec<f64> = (0..half)
-                .map(|k| s as f64 * (-(10000f64.ln()) * k as f64 / half as f64).exp())
-                .collect();
-            feats.extend(args.iter().map(|a| a.cos() as f32));
-            feats.extend(args.iter().map(|a| a.sin() as f32));
-        }
-        let x = Tensor::<2>::from_data(TensorData::new(feats, [sigma.len(), FREQ_DIM]), device);
-        self.lin2.forward(silu(self.lin1.forward(x)))
-    }
-}
+    /// The per-position head on any selection of feature rows.
+    ///
+    /// # Shapes
+    /// `h: [N, M, F]` → logits `[N, M, V]`.
+    fn head_logits(&self, h: Tensor<3>) -> Tensor<3>;
 
-/// The MDM-Prime DiT denoiser.
-#[derive(Module, Debug)]
-pub struct Dit {
-    /// `(b+1) × D/ℓ`, shared by all digit slots.
-    vocab_embed: Embedding,
-    sigma_map: TimeEmbedder,
-    blocks: Vec<DitBlock>,
-    norm_final: LayerNorm,
-    /// `Linear(cond → 2D)`, zero-initialised: shift and scale of the final layer.
-    ada_ln_final: Linear,
-    /// `Linear(D → V)`, zero-initialised: at init the output is uniform.
-    head: Linear,
-    ell: usize,
-    d_model: usize,
-    n_heads: usize,
-    time_conditioning: bool,
-}
-
-impl Dit {
-    /// Builds the network for `codec` (V, ℓ, b) on `device`. `cfg` must be validated
-    /// (`RunConfig::validate`: ℓ divides D, heads divide D).
-    pub fn new(cfg: &ModelConfig, codec: &Codec, device: &Device) -> Self {
-        let ell = codec.ell();
-        assert!(
-            cfg.d_model.is_multiple_of(ell),
-            "d_model {} not divisible by ell {ell}",
-            cfg.d_model
-        );
-        let sub = cfg.d_model / ell;
-        // MDLM's EmbeddingLayer: kaiming_uniform(a = √5) on a (rows × sub) table:
-        // bound = √(1/3)·√(3/sub) = 1/√sub.
-        let bound = 1.0 / (sub as f64).sqrt();
-        let vocab_embed = EmbeddingConfig::new(codec.mask_id() as usize + 1, sub)
-            .with_initializer(Initializer::Uniform {
-                min: -bound,
-                max: bound,
-            })
-            .init(device);
-        let blocks = (0..cfg.n_layers)
-            .map(|_| {
-                DitBlock::new(
-                    cfg.d_model,
-                    cfg.n_heads,
-                    cfg.mlp_ratio,
-                    cfg.cond_dim,
-                    cfg.dropout,
-                    device,
-                )
-            })
-            .collect();
-        Dit {
-            vocab_embed,
-            sigma_map: TimeEmbedder::new(cfg.cond_dim, device),
-            blocks,
-            norm_final: layer_norm(cfg.d_model, device),
-            ada_ln_final: zero_linear(cfg.cond_dim, 2 * cfg.d_model, device),
-            head: zero_linear(cfg.d_model, codec.vocab_size() as usize, device),
-            ell,
-            d_model: cfg.d_model,
-            n_heads: cfg.n_heads,
-            time_conditioning: cfg.time_conditioning,
-        }
-    }
-
-    /// The network input for times `t`: σ(t) = −log α_t when time conditioning is on, else 0
-    /// (the paper's setting: c is then a learned constant).
-    pub fn sigma(&self, schedule: &Schedule, t: &[f64]) -> Vec<f32> {
+    /// The network's time input for times `t`: σ(t) = −log α_t when time-conditioned, else 0
+    /// (the paper's setting).
+    fn sigma(&self, schedule: &Schedule, t: &[f64]) -> Vec<f32> {
+        let on = self.time_conditioned();
         t.iter()
             .map(|&t| {
-                if self.time_conditioning {
+                if on {
                     -(schedule.alpha(t).ln()) as f32
                 } else {
                     0.0
@@ -138,55 +66,17 @@ impl Dit {
     /// Raw logits over V.
     ///
     /// # Shapes
-    /// `yt: [B, L, ℓ]` (digits < b, or the mask id b), `sigma: [B]` → `[B, L, V]`.
-    pub fn logits(&self, yt: Tensor<3, Int>, sigma: &[f32]) -> Tensor<3> {
-        let h = self.features(yt, sigma);
-        self.head_logits(h)
-    }
-
-    /// Everything before the V-way head: the final normalised, modulated features.
-    ///
-    /// # Shapes
-    /// `yt: [B, L, ℓ]`, `sigma: [B]` → `[B, L, D]`.
-    pub fn features(&self, yt: Tensor<3, Int>, sigma: &[f32]) -> Tensor<3> {
-        let [b, l, ell] = yt.dims();
-        assert_eq!(
-            ell, self.ell,
-            "yt has {ell} digits per token, the model ell = {}",
-            self.ell
-        );
-        let device = yt.device();
-        let span = crate::profile::span("embedding");
-        let x = self
-            .vocab_embed
-            .forward(yt.reshape([b, l * ell]))
-            .reshape([b, l, self.d_model]);
-        let c = silu(self.sigma_map.forward(sigma, &device));
-        let rope = Rope::new(l, self.d_model / self.n_heads, &device);
-        drop(span);
-        let mut x = x;
-        for block in &self.blocks {
-            x = block.forward(x, c.clone(), &rope);
-        }
-        let _span = crate::profile::span("head");
-        let m = self
-            .ada_ln_final
-            .forward(c)
-            .reshape([b, 1, 2 * self.d_model])
-            .chunk(2, 2);
-        let [shift, scale]: [Tensor<3>; 2] = m.try_into().expect("chunk(2) gives 2 parts");
-        layer_norm_modulate(x, self.norm_final.gamma.val(), shift, scale)
-    }
-
-    /// The V-way head on features `[N, M, D]` → logits `[N, M, V]` (any selection of positions).
-    pub fn head_logits(&self, h: Tensor<3>) -> Tensor<3> {
-        let _span = crate::profile::span("head");
-        block::rows(&self.head, h)
+    /// `yt: [B, L, ℓ]`, `sigma: [B]` → `[B, L, V]`.
+    fn logits(&self, yt: Tensor<3, Int>, sigma: &[f32]) -> Tensor<3> {
+        self.head_logits(self.features(yt, sigma))
     }
 
     /// `log p_θ(x | y_t)` over V, filtered by carry-over when on: the one forward that the
-    /// objective and the sampler share (house style §5, habit 6).
-    pub fn log_probs(
+    /// objectives and the sampler share (house style, habit 6).
+    ///
+    /// # Shapes
+    /// `yt: [B, L, ℓ]`, `sigma: [B]` → `[B, L, V]`.
+    fn log_probs(
         &self,
         tables: &PrimeTables,
         yt: Tensor<3, Int>,
@@ -195,5 +85,68 @@ impl Dit {
     ) -> Tensor<3> {
         let logits = self.logits(yt.clone(), sigma);
         tables.log_probs(logits, yt, carry_over)
+    }
+}
+
+/// The network a run config chose, as one type: what the trainer holds and the CLI loads. Each
+/// variant is a [`Denoiser`]; checkpoint tensor names are the variant's own (the enum level is
+/// not part of a parameter's path, see `params.rs`), so a run directory's weights read the same
+/// whichever way the network is held.
+#[derive(Module, Debug)]
+pub enum Network {
+    Dit(Dit),
+}
+
+impl Network {
+    /// `dit` or `unet`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Network::Dit(_) => "dit",
+        }
+    }
+
+    /// [`Denoiser::log_probs`], callable without the trait in scope.
+    pub fn log_probs(
+        &self,
+        tables: &PrimeTables,
+        yt: Tensor<3, Int>,
+        sigma: &[f32],
+        carry_over: bool,
+    ) -> Tensor<3> {
+        Denoiser::log_probs(self, tables, yt, sigma, carry_over)
+    }
+
+    /// [`Denoiser::sigma`], callable without the trait in scope.
+    pub fn sigma(&self, schedule: &Schedule, t: &[f64]) -> Vec<f32> {
+        Denoiser::sigma(self, schedule, t)
+    }
+}
+
+impl Denoiser for Network {
+    fn init(cfg: &RunConfig, codec: &Codec, device: &Device) -> crate::Result<Self> {
+        Ok(match &cfg.model {
+            ModelConfig::Dit(_) => Network::Dit(Dit::init(cfg, codec, device)?),
+            ModelConfig::Unet(_) => {
+                return Err(crate::Error::config_kind("dit", "unet"));
+            }
+        })
+    }
+
+    fn time_conditioned(&self) -> bool {
+        match self {
+            Network::Dit(m) => Denoiser::time_conditioned(m),
+        }
+    }
+
+    fn features(&self, yt: Tensor<3, Int>, sigma: &[f32]) -> Tensor<3> {
+        match self {
+            Network::Dit(m) => Denoiser::features(m, yt, sigma),
+        }
+    }
+
+    fn head_logits(&self, h: Tensor<3>) -> Tensor<3> {
+        match self {
+            Network::Dit(m) => Denoiser::head_logits(m, h),
+        }
     }
 }

@@ -15,6 +15,9 @@ use crate::schedule::Schedule;
 use crate::subtoken::Codec;
 use crate::tokenizer::TokenizerKind;
 
+mod model;
+pub use model::{DitConfig, MODEL_KINDS, ModelConfig, UnetConfig};
+
 /// Everything a run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -55,23 +58,6 @@ pub struct PrimeConfig {
     pub ell: usize,
     /// The consistency filter (§5.1) in training, evaluation and sampling.
     pub carry_over: bool,
-}
-
-/// `[model]`: the DiT denoiser (spec §6.2).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Hidden width D; must be divisible by ℓ (each sub-token gets D/ℓ) and by n_heads.
-    pub d_model: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    /// Width of the conditioning vector c.
-    pub cond_dim: usize,
-    /// MLP width = mlp_ratio · D.
-    pub mlp_ratio: usize,
-    pub dropout: f64,
-    /// Feed σ(t) to the network (off in the paper: c is a learned constant).
-    pub time_conditioning: bool,
 }
 
 /// `[train]`: optimisation.
@@ -168,22 +154,6 @@ impl Default for PrimeConfig {
     }
 }
 
-impl Default for ModelConfig {
-    /// The paper's "small" sizes are D 768, 12 layers, 12 heads (configs/owt-small.toml);
-    /// the default is a CPU-sized model.
-    fn default() -> Self {
-        ModelConfig {
-            d_model: 256,
-            n_layers: 4,
-            n_heads: 4,
-            cond_dim: 128,
-            mlp_ratio: 4,
-            dropout: 0.1,
-            time_conditioning: false,
-        }
-    }
-}
-
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
@@ -225,6 +195,9 @@ impl Default for EvalConfig {
 /// The top-level sections and keys, for error messages.
 const SECTIONS: [&str; 6] = ["data", "prime", "model", "schedule", "train", "eval"];
 
+/// Sections that are enums tagged by `kind`, with the kind a section without one has.
+const TAGGED: [(&str, &str); 2] = [("schedule", "loglinear"), ("model", "dit")];
+
 impl RunConfig {
     /// Parses TOML text (a preset or a run's `config.toml`), applies `overrides`
     /// (`section.key=value`) and validates.
@@ -232,6 +205,13 @@ impl RunConfig {
         let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| Error::config(origin, e.to_string()))?;
+        // Configs written before `[model] kind` existed describe a DiT.
+        for (section, kind) in TAGGED {
+            if let Some(toml::Value::Table(t)) = table.get_mut(section) {
+                t.entry("kind")
+                    .or_insert_with(|| toml::Value::String(kind.into()));
+            }
+        }
         for o in overrides {
             apply_override(&mut table, o)?;
         }
@@ -263,43 +243,10 @@ impl RunConfig {
 
     /// Cross-field rules; each error names the key and the fix.
     pub fn validate(&self) -> Result<()> {
-        let m = &self.model;
         let err = |k: &str, r: String| Err(Error::config(k, r));
         self.codec()?;
         self.schedule.validate()?;
-        if m.d_model == 0
-            || m.n_layers == 0
-            || m.n_heads == 0
-            || m.cond_dim == 0
-            || m.mlp_ratio == 0
-        {
-            return err(
-                "model",
-                "d_model, n_layers, n_heads, cond_dim and mlp_ratio must be ≥ 1".into(),
-            );
-        }
-        if !m.d_model.is_multiple_of(self.prime.ell) {
-            return err(
-                "model.d_model",
-                format!(
-                    "{} is not divisible by prime.ell = {}: each sub-token embedding gets D/ell \
-                     dims (spec §6.1); pick d_model as a multiple of ell",
-                    m.d_model, self.prime.ell
-                ),
-            );
-        }
-        if !m.d_model.is_multiple_of(m.n_heads) || !(m.d_model / m.n_heads).is_multiple_of(2) {
-            return err(
-                "model.n_heads",
-                format!(
-                    "d_model = {} must split into n_heads = {} heads of an even width (rotary)",
-                    m.d_model, m.n_heads
-                ),
-            );
-        }
-        if !(0.0..1.0).contains(&m.dropout) {
-            return err("model.dropout", format!("{} is outside [0, 1)", m.dropout));
-        }
+        self.model.validate(self.prime.ell, None)?;
         if self.data.seq_len < 3 {
             return err(
                 "data.seq_len",
@@ -402,37 +349,15 @@ impl RunConfig {
             self.prime.carry_over.to_string(),
             other.prime.carry_over.to_string(),
         );
-        let (a, b) = (&self.model, &other.model);
-        check(
-            "model.d_model",
-            a.d_model.to_string(),
-            b.d_model.to_string(),
-        );
-        check(
-            "model.n_layers",
-            a.n_layers.to_string(),
-            b.n_layers.to_string(),
-        );
-        check(
-            "model.n_heads",
-            a.n_heads.to_string(),
-            b.n_heads.to_string(),
-        );
-        check(
-            "model.cond_dim",
-            a.cond_dim.to_string(),
-            b.cond_dim.to_string(),
-        );
-        check(
-            "model.mlp_ratio",
-            a.mlp_ratio.to_string(),
-            b.mlp_ratio.to_string(),
-        );
-        check(
-            "model.time_conditioning",
-            a.time_conditioning.to_string(),
-            b.time_conditioning.to_string(),
-        );
+        let (a, b) = (self.model.fingerprint(), other.model.fingerprint());
+        for (key, value) in &a {
+            let theirs = b.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+            check(
+                key,
+                value.clone(),
+                theirs.unwrap_or_else(|| "(absent)".into()),
+            );
+        }
         check(
             "schedule",
             format!("{:?}", self.schedule),
@@ -474,15 +399,15 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
             }
             let sec = table.entry(section.to_string()).or_insert_with(|| {
                 let mut t = toml::Table::new();
-                if *section == "schedule" {
-                    // The schedule is a tagged enum: a new section starts from the default kind.
-                    t.insert("kind".into(), toml::Value::String("loglinear".into()));
+                if let Some((_, kind)) = TAGGED.iter().find(|(s, _)| s == section) {
+                    // A tagged enum: a new section starts from the default kind.
+                    t.insert("kind".into(), toml::Value::String(kind.to_string()));
                 }
                 toml::Value::Table(t)
             });
             match sec {
                 toml::Value::Table(t) => {
-                    if *section == "schedule" && *key == "kind" {
+                    if TAGGED.iter().any(|(s, _)| s == section) && *key == "kind" {
                         // Another kind has other parameters: start its section afresh.
                         t.clear();
                     }
@@ -587,7 +512,9 @@ mod tests {
     fn architecture_differences_are_named() {
         let a = RunConfig::default();
         let mut b = a.clone();
-        b.model.n_layers = 6;
+        if let ModelConfig::Dit(m) = &mut b.model {
+            m.n_layers = 6;
+        }
         b.train.lr = 1.0; // not an architecture key
         let d = a.architecture_differences(&b);
         assert_eq!(d.len(), 1);

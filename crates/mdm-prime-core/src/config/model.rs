@@ -1,0 +1,277 @@
+//! `[model]`: which denoiser, and its sizes. The choice is an enum tagged by `kind`; each variant
+//! has its own keys, and a key of another variant is an unknown-key error naming it.
+//!
+//! ```toml
+//! [model]
+//! kind = "dit"        # dit (text backbone, design §6.2; the default) | unet (image backbone, §6.3)
+//! d_model = 256
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The denoiser and its configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ModelConfig {
+    /// MDLM's DiT with the sub-token encoder (design §6.2).
+    Dit(DitConfig),
+    /// The ADM-style U-Net of the image experiments (design §6.3).
+    Unet(UnetConfig),
+}
+
+/// The names of [`ModelConfig`]'s kinds, for messages.
+pub const MODEL_KINDS: [&str; 2] = ["dit", "unet"];
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig::Dit(DitConfig::default())
+    }
+}
+
+impl ModelConfig {
+    /// `dit` or `unet`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelConfig::Dit(_) => "dit",
+            ModelConfig::Unet(_) => "unet",
+        }
+    }
+
+    /// One line for logs: the kind and its main sizes.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelConfig::Dit(c) => format!(
+                "DiT, D = {}, {} layers, {} heads",
+                c.d_model, c.n_layers, c.n_heads
+            ),
+            ModelConfig::Unet(c) => format!(
+                "U-Net, widths {:?} × {}, {} res-blocks per level, attention at downsampling {:?}",
+                c.channel_mult, c.channels, c.num_res_blocks, c.attention_ds
+            ),
+        }
+    }
+
+    /// The DiT section, if this is a DiT.
+    pub fn dit(&self) -> Option<&DitConfig> {
+        match self {
+            ModelConfig::Dit(c) => Some(c),
+            ModelConfig::Unet(_) => None,
+        }
+    }
+
+    /// The U-Net section, if this is a U-Net.
+    pub fn unet(&self) -> Option<&UnetConfig> {
+        match self {
+            ModelConfig::Unet(c) => Some(c),
+            ModelConfig::Dit(_) => None,
+        }
+    }
+
+    /// Checks the sizes against ℓ and the input's channels per position (`image_channels`: C of
+    /// an image, 1 for text) and spatial size (`hw`, images only).
+    pub fn validate(&self, ell: usize, image: Option<(usize, usize, usize)>) -> Result<()> {
+        match self {
+            ModelConfig::Dit(c) => c.validate(ell),
+            ModelConfig::Unet(c) => c.validate(ell, image),
+        }
+    }
+
+    /// `key = value` lines of every field, for comparing two runs' architectures.
+    pub fn fingerprint(&self) -> Vec<(String, String)> {
+        let mut out = vec![("model.kind".to_string(), self.kind().to_string())];
+        if let Ok(toml::Value::Table(t)) = toml::Value::try_from(self) {
+            for (k, v) in t {
+                if k != "kind" && k != "dropout" {
+                    out.push((format!("model.{k}"), v.to_string()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `[model] kind = "dit"`: the DiT denoiser (design §6.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DitConfig {
+    /// Hidden width D; must be divisible by ℓ (each sub-token gets D/ℓ) and by n_heads.
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    /// Width of the conditioning vector c.
+    pub cond_dim: usize,
+    /// MLP width = mlp_ratio · D.
+    pub mlp_ratio: usize,
+    pub dropout: f64,
+    /// Feed σ(t) to the network (off in the paper: c is a learned constant).
+    pub time_conditioning: bool,
+}
+
+impl Default for DitConfig {
+    /// The paper's "small" sizes are D 768, 12 layers, 12 heads (configs/owt-small.toml);
+    /// the default is a CPU-sized model.
+    fn default() -> Self {
+        DitConfig {
+            d_model: 256,
+            n_layers: 4,
+            n_heads: 4,
+            cond_dim: 128,
+            mlp_ratio: 4,
+            dropout: 0.1,
+            time_conditioning: false,
+        }
+    }
+}
+
+impl DitConfig {
+    fn validate(&self, ell: usize) -> Result<()> {
+        let err = |k: &str, r: String| Err(Error::config(k, r));
+        if self.d_model == 0
+            || self.n_layers == 0
+            || self.n_heads == 0
+            || self.cond_dim == 0
+            || self.mlp_ratio == 0
+        {
+            return err(
+                "model",
+                "d_model, n_layers, n_heads, cond_dim and mlp_ratio must be ≥ 1".into(),
+            );
+        }
+        if !self.d_model.is_multiple_of(ell) {
+            return err(
+                "model.d_model",
+                format!(
+                    "{} is not divisible by prime.ell = {ell}: each sub-token embedding gets D/ell \
+                     dims (design §6.1); pick d_model as a multiple of ell",
+                    self.d_model
+                ),
+            );
+        }
+        if !self.d_model.is_multiple_of(self.n_heads)
+            || !(self.d_model / self.n_heads).is_multiple_of(2)
+        {
+            return err(
+                "model.n_heads",
+                format!(
+                    "d_model = {} must split into n_heads = {} heads of an even width (rotary)",
+                    self.d_model, self.n_heads
+                ),
+            );
+        }
+        check_dropout(self.dropout)
+    }
+}
+
+/// `[model] kind = "unet"`: the ADM-style U-Net of the image experiments (design §6.3),
+/// time-agnostic. Defaults are the paper's CIFAR-10 sizes (widths 288, 384, 384 at 32, 16, 8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnetConfig {
+    /// Embedding width per pixel channel C₀ (paper 96); each of the ℓ sub-tokens gets C₀/ℓ.
+    pub embed_dim: usize,
+    /// Base width (paper `model_channels` 96).
+    pub channels: usize,
+    /// Width multipliers per resolution level (paper [3, 4, 4]).
+    pub channel_mult: Vec<usize>,
+    /// Res-blocks per level (paper 5).
+    pub num_res_blocks: usize,
+    /// Downsample factors with self-attention (paper [2]: 16 × 16 for 32 × 32 images).
+    pub attention_ds: Vec<usize>,
+    /// Channels per attention head (paper 64).
+    pub head_channels: usize,
+    /// GroupNorm groups (ADM: 32); must divide every width.
+    pub groups: usize,
+    /// Dropout in the res-blocks (paper 0.4).
+    pub dropout: f64,
+}
+
+impl Default for UnetConfig {
+    fn default() -> Self {
+        UnetConfig {
+            embed_dim: 96,
+            channels: 96,
+            channel_mult: vec![3, 4, 4],
+            num_res_blocks: 5,
+            attention_ds: vec![2],
+            head_channels: 64,
+            groups: 32,
+            dropout: 0.4,
+        }
+    }
+}
+
+impl UnetConfig {
+    /// Checks the sizes against ℓ and the image (H, W, C): C₀ divisible by ℓ, groups dividing
+    /// every width, H and W divisible by 2^(levels − 1).
+    pub fn validate(&self, ell: usize, image: Option<(usize, usize, usize)>) -> Result<()> {
+        let err = |k: &str, r: String| Err(Error::config(k, r));
+        if self.embed_dim == 0
+            || self.channels == 0
+            || self.num_res_blocks == 0
+            || self.head_channels == 0
+            || self.groups == 0
+        {
+            return err(
+                "model",
+                "embed_dim, channels, num_res_blocks, head_channels and groups must be ≥ 1".into(),
+            );
+        }
+        if !self.embed_dim.is_multiple_of(ell) {
+            return err(
+                "model.embed_dim",
+                format!(
+                    "{} is not divisible by prime.ell = {ell}: each sub-token embedding gets \
+                     C₀/ell channels (design §6.3)",
+                    self.embed_dim
+                ),
+            );
+        }
+        if self.channel_mult.is_empty() || self.channel_mult.contains(&0) {
+            return err(
+                "model.channel_mult",
+                "needs at least one level, every multiplier ≥ 1 (paper [3, 4, 4])".into(),
+            );
+        }
+        for &m in &self.channel_mult {
+            if !(self.channels * m).is_multiple_of(self.groups) {
+                return err(
+                    "model.groups",
+                    format!(
+                        "{} groups do not divide the width {} = channels {} × {m}",
+                        self.groups,
+                        self.channels * m,
+                        self.channels
+                    ),
+                );
+            }
+        }
+        if let Some((h, w, _)) = image {
+            let f = 1usize << (self.channel_mult.len() - 1);
+            if !h.is_multiple_of(f) || !w.is_multiple_of(f) {
+                return err(
+                    "model.channel_mult",
+                    format!(
+                        "{} levels halve the image {} times, but {h} × {w} is not divisible by {f}; \
+                         use fewer levels",
+                        self.channel_mult.len(),
+                        self.channel_mult.len() - 1
+                    ),
+                );
+            }
+        }
+        check_dropout(self.dropout)
+    }
+}
+
+fn check_dropout(p: f64) -> Result<()> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "model.dropout",
+            format!("{p} is outside [0, 1)"),
+        ))
+    }
+}
