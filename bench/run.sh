@@ -3,7 +3,8 @@
 #
 # For each config × workload, runs Rust and PyTorch alternately (rust, torch, rust, torch, …),
 # each run in its own process so that peak RSS is per workload, appends every JSON line to
-# bench/results-<date>.jsonl and prints a table of medians and rust/torch ratios.
+# bench/results/<date>-<commit>-<name>/results.jsonl (with machine.txt: commit, CPU, cores,
+# memory, the command) and prints a table of medians and rust/torch ratios (also summary.txt).
 #
 # Not part of the Rust build or CI. See bench/README.md.
 set -euo pipefail
@@ -24,10 +25,13 @@ BUILD=1
 RUN_RUST=1
 RUN_TORCH=1
 OUT=""
+NAME=""
 EXTRA_ENV=()
 RUST_CACHE=""
 VENV="$ROOT/bench/.venv"
 RUST_BIN="${MDM_PRIME_BIN:-$ROOT/target/release/mdm-prime}"   # override for testing
+
+ARGS=("$@")   # recorded in machine.txt
 
 usage() {
     cat <<EOF
@@ -47,7 +51,9 @@ usage: bench/run.sh [options]
   --timeout S            kill a single run after S seconds (0 = never; default 0)
   --skip-build           do not run 'cargo build --release'
   --no-rust | --no-torch run one side only
-  --out FILE             results file (default: bench/results-<date>.jsonl)
+  --name NAME            last part of the results folder name (default: the workloads, e.g. train-step)
+  --out FILE             results file (default: bench/results/<date>-<commit>-<name>/results.jsonl;
+                         machine.txt and summary.txt go next to it)
 EOF
 }
 
@@ -68,15 +74,33 @@ while [ $# -gt 0 ]; do
         --no-rust) RUN_RUST=0; shift ;;
         --no-torch) RUN_TORCH=0; shift ;;
         --out) OUT="$2"; shift 2 ;;
+        --name) NAME="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
 
 STAMP="$(date +%Y%m%d-%H%M%S)"
-OUT="${OUT:-$ROOT/bench/results-$STAMP.jsonl}"
+DAY="$(date +%Y-%m-%d)"
+COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+DIRTY="no"
+if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ]; then DIRTY="yes"; fi
+if [ -z "$NAME" ]; then NAME="$(echo $WORKLOADS | tr ' ' '-')"; fi
+NAME="$(printf '%s' "$NAME" | tr -c 'A-Za-z0-9._-' '-')"
+if [ -z "$OUT" ]; then
+    # One folder per measurement: bench/results/<date>-<commit>-<name>[-2, -3, ...].
+    RESULTS_DIR="$ROOT/bench/results/$DAY-$COMMIT-$NAME"
+    if [ -e "$RESULTS_DIR" ]; then
+        n=2
+        while [ -e "$RESULTS_DIR-$n" ]; do n=$((n + 1)); done
+        RESULTS_DIR="$RESULTS_DIR-$n"
+    fi
+    OUT="$RESULTS_DIR/results.jsonl"
+else
+    RESULTS_DIR="$(dirname "$OUT")"
+fi
 LOGDIR="$ROOT/bench/logs/$STAMP"
-mkdir -p "$LOGDIR"
+mkdir -p "$LOGDIR" "$RESULTS_DIR"
 touch "$OUT"
 
 # Allocator policy shared by both sides (glibc malloc tunables; both the Rust binary and
@@ -107,6 +131,33 @@ if [ "$RUN_RUST" = 1 ]; then
         RUN_RUST=0
     fi
 fi
+
+# --- machine.txt: what was measured, on what -----------------------------------------------
+MACHINE_TXT="$RESULTS_DIR/machine.txt"
+if [ "$OUT" != "$RESULTS_DIR/results.jsonl" ]; then MACHINE_TXT="${OUT%.jsonl}.machine.txt"; fi
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $COMMIT (git rev-parse --short HEAD; uncommitted changes to tracked files: $DIRTY)"
+    if [ "$RUN_RUST" = 1 ]; then
+        echo "rust binary: $RUST_BIN (modified $(date -u -r "$RUST_BIN" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo '?'); built by this script: $([ "$BUILD" = 1 ] && echo yes || echo 'no, --skip-build: it may predate the commit above'))"
+    fi
+    if [ "$RUN_TORCH" = 1 ]; then echo "torch: ${TORCH_VERSION:-?}"; fi
+    echo "uname -m: $(uname -m)"
+    echo "uname -sr: $(uname -sr)"
+    echo "nproc: $(nproc)"
+    if [ -r /proc/cpuinfo ]; then
+        echo "cpu: $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+        echo "cpu family/model: $(grep -m1 '^cpu family' /proc/cpuinfo | cut -d: -f2 | tr -d ' ')/$(grep -m1 '^model[[:space:]]*:' /proc/cpuinfo | cut -d: -f2 | tr -d ' '), $(grep -m1 '^cpu MHz' /proc/cpuinfo | cut -d: -f2 | tr -d ' ') MHz"
+        echo "cpu flags (selected): $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'avx2|fma|avx512f|avx512_bf16|avx512_vnni|amx_tile' | tr '\n' ' ')"
+    fi
+    if [ -r /proc/meminfo ]; then echo "memory: $(grep -m1 '^MemTotal' /proc/meminfo | awk '{printf "%.1f GiB", $2 / 1048576}')"; fi
+    echo "threads: $THREADS"
+    echo "allocator env: arena_max=${ARENA_MAX:-unset} mmap_threshold=${MMAP_THRESHOLD:-unset}"
+    echo "extra env: ${EXTRA_ENV[*]+"${EXTRA_ENV[*]}"}"
+    printf 'command: bench/run.sh'
+    for a in ${ARGS[@]+"${ARGS[@]}"}; do printf ' %q' "$a"; done
+    echo
+} >"$MACHINE_TXT"
 
 # Runs one benchmark process; appends its JSON (annotated) to $OUT.
 #   run_one <impl> <config> <workload> <round>
@@ -171,7 +222,9 @@ for cfg in $CONFIGS; do
 done
 
 echo ">> results: $OUT" >&2
-python3 - "$OUT" <<'PY'
+SUMMARY="$RESULTS_DIR/summary.txt"
+if [ "$OUT" != "$RESULTS_DIR/results.jsonl" ]; then SUMMARY="${OUT%.jsonl}.summary.txt"; fi
+python3 - "$OUT" <<'PY' | tee "$SUMMARY"
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 groups = {}

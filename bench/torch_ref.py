@@ -2,7 +2,7 @@
 """PyTorch reference for the mdm-prime benchmark (not part of the Rust build or CI).
 
 A single-file PyTorch port of what the Rust crate `mdm-prime` runs, written to follow the
-public MDLM / MDM-Prime code (spec §2, §3.2, §4.2, §5.1, §6.2, §7.1, §8.1):
+public MDLM / MDM-Prime code (docs/design.md §2, §3.2, §4.2, §5.1, §6.2, §7.1, §8.1):
 
 - sub-token codec: base b = smallest integer with b^ell >= V, digits most-significant-first,
   digit table [V, ell], mask id b;
@@ -11,7 +11,7 @@ public MDLM / MDM-Prime code (spec §2, §3.2, §4.2, §5.1, §6.2, §7.1, §8.1
 - carry-over filter + log-softmax over V;
 - objective "paper": mean over all B*L tokens of -log p(x0 | y_t) / t, log-linear schedule;
 - one training step: forward, backward, global-norm clip 1.0, AdamW, EMA;
-- the ddpm_cache ancestral sampler of spec §7.1 (whole-batch idle-step caching).
+- the ddpm_cache ancestral sampler of design §7.1 (whole-batch idle-step caching).
 
 Usage:
     python bench/torch_ref.py --config cpu-gpt2 --workload train-step \
@@ -60,11 +60,11 @@ SEED = 1
 
 
 # ----------------------------------------------------------------------------------------------
-# Sub-token codec (spec §2).
+# Sub-token codec (design §2).
 # ----------------------------------------------------------------------------------------------
 
 def smallest_base(vocab_size: int, ell: int) -> int:
-    """Smallest integer b with b**ell >= V (integer arithmetic, spec §2.1)."""
+    """Smallest integer b with b**ell >= V (integer arithmetic, design §2.1)."""
     b = max(2, int(round(vocab_size ** (1.0 / ell))) - 1)
     while b ** ell < vocab_size:
         b += 1
@@ -111,7 +111,7 @@ class Codec:
 
 
 # ----------------------------------------------------------------------------------------------
-# The DiT denoiser (spec §6.2; MDLM `DIT`/`DDiTBlock`, MDM-Prime `PerceiverDIT`).
+# The DiT denoiser (design §6.2; MDLM `DIT`/`DDiTBlock`, MDM-Prime `PerceiverDIT`).
 # ----------------------------------------------------------------------------------------------
 
 class LayerNormNoBias(nn.Module):
@@ -267,7 +267,7 @@ def build_model(cfg, use_sdpa=False):
 
 
 # ----------------------------------------------------------------------------------------------
-# Noising (spec §3.2) and the "paper" objective (spec §4.2).
+# Noising (design §3.2) and the "paper" objective (design §4.2).
 # ----------------------------------------------------------------------------------------------
 
 def antithetic_times(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -297,7 +297,7 @@ def paper_loss(model: PrimeDiT, x0, yt_flat, t):
 
 
 # ----------------------------------------------------------------------------------------------
-# Training step (spec §8.1): clip 1.0, AdamW, EMA.
+# Training step (design §8.1): clip 1.0, AdamW, EMA.
 # ----------------------------------------------------------------------------------------------
 
 class Trainer:
@@ -331,7 +331,7 @@ class Trainer:
 
 
 # ----------------------------------------------------------------------------------------------
-# Sampler (spec §7.1, ddpm_cache; whole-batch idle-step caching as the reference code).
+# Sampler (design §7.1, ddpm_cache; whole-batch idle-step caching as the reference code).
 # ----------------------------------------------------------------------------------------------
 
 def sample_categorical_race(probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -459,7 +459,7 @@ def run_check(args) -> int:
         print(("ok   " if cond else "FAIL ") + what)
         ok &= bool(cond)
 
-    # Codec test vectors (spec §2.1, §2.2).
+    # Codec test vectors (design §2.1, §2.2).
     for v, ell, base in [(50257, 2, 225), (50257, 3, 37), (50257, 4, 15), (50257, 6, 7),
                          (50257, 8, 4), (256, 2, 16), (256, 3, 7), (256, 4, 4), (256, 8, 2),
                          (512, 2, 23)]:
