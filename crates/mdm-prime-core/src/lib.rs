@@ -27,6 +27,7 @@ pub mod objective;
 pub mod plot;
 pub mod rng;
 pub mod sampling;
+pub mod solver;
 pub mod schedule;
 pub mod subtoken;
 pub mod tokenizer;

@@ -13,6 +13,10 @@ pub enum Objective {
     /// The valid sub-token bound (§4.5): `Σ_{j masked} −log p̄_θ(y₀^{i,j} | y_t) · w(t)`, with
     /// `p̄` the digit marginal. This is what perplexity is reported from.
     Elbo,
+    /// The paper's image recipe (§4.4): unweighted cross-entropy `−log p_θ(x₀ⁱ | y_t)` over
+    /// every token, masked or not. A training loss only, not a likelihood.
+    #[serde(rename = "cross_entropy")]
+    CrossEntropy,
 }
 
 impl Objective {
@@ -21,6 +25,7 @@ impl Objective {
         match self {
             Objective::Paper => "paper objective (not a bound when ell > 1)",
             Objective::Elbo => "sub-token ELBO (valid bound)",
+            Objective::CrossEntropy => "unweighted cross-entropy (image training recipe)",
         }
     }
 }
@@ -30,6 +35,7 @@ impl std::fmt::Display for Objective {
         f.write_str(match self {
             Objective::Paper => "paper",
             Objective::Elbo => "elbo",
+            Objective::CrossEntropy => "cross_entropy",
         })
     }
 }

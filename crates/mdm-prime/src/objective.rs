@@ -44,6 +44,7 @@ pub fn token_terms(
             let lp = log_probs.gather(2, x0.reshape([b, l, 1])).reshape([b, l]);
             -lp * weight
         }
+        Objective::CrossEntropy => -log_probs.gather(2, x0.reshape([b, l, 1])).reshape([b, l]),
         Objective::Elbo => {
             let y0 = tables.clean_digits(x0);
             let masked = yt.equal_elem(tables.codec().mask_id() as i64).float();
@@ -88,6 +89,8 @@ pub fn batch_loss<M: Denoiser>(
 ) -> Tensor<1> {
     let [b, l] = batch.x0.dims();
     let ell = tables.codec().ell();
+    // Fully revealed tokens score exactly 0 under the ELBO, and under the token objectives when
+    // the filter leaves them one class.
     let exact_zero = objective == Objective::Elbo || carry_over;
     let n = batch.masked_positions.len();
     if !(only_masked && exact_zero && n > 0) {
@@ -117,9 +120,12 @@ pub fn batch_loss<M: Denoiser>(
         .reshape([b * l, d])
         .select(0, idx.clone())
         .reshape([n, 1, d]);
-    let weight = batch.weight.clone().select(0, seq);
+    let weight = match objective {
+        Objective::CrossEntropy => Tensor::ones([n], &device),
+        _ => batch.weight.clone().select(0, seq),
+    };
     let logits = model.head_logits(h);
-    if objective == Objective::Paper {
+    if objective != Objective::Elbo {
         // Filter, log-softmax and gather fused (`ops::filtered_nll`, tested equal to the
         // composed `log_probs` + `token_terms` in value and gradient).
         let v = tables.codec().vocab_size() as usize;

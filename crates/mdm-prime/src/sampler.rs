@@ -24,9 +24,8 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use mdm_prime_core::rng::step_seed;
-use mdm_prime_core::sampling::{
-    NoisePrecision, exponential_race, nucleus, reveal_probability, time_grid,
-};
+use mdm_prime_core::sampling::{NoisePrecision, exponential_race, nucleus, reveal_probability};
+use mdm_prime_core::solver::{DrawMode, Solver, digit_marginal};
 use mdm_prime_core::{Codec, Schedule};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -161,13 +160,14 @@ pub struct SamplerTiming {
     pub head_rows: usize,
 }
 
-/// Generates `n` sequences and reports where the time went. `progress(step, total)` is called
-/// after each step.
+/// Generates `n` sequences and reports where the time went. `solver` is the schedule (the text
+/// sampler of design §7.1) or a [`Solver`] with the image grid, tempering and draw mode of §7.3.
+/// `progress(step, total)` is called after each step.
 #[allow(clippy::too_many_arguments)]
 pub fn sample<M: Denoiser>(
     model: &M,
     tables: &PrimeTables,
-    schedule: &Schedule,
+    solver: impl Into<Solver>,
     settings: &SampleSettings,
     template: &Template,
     n: usize,
@@ -175,6 +175,8 @@ pub fn sample<M: Denoiser>(
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Vec<Sample>, SamplerTiming)> {
+    let solver: Solver = solver.into();
+    let schedule = &solver.schedule;
     let started = std::time::Instant::now();
     let mut network_s = 0.0;
     let mut head_rows = 0;
@@ -200,7 +202,7 @@ pub fn sample<M: Denoiser>(
         })
         .collect();
     let time_dependent = model.time_conditioned();
-    let grid = time_grid(settings.steps);
+    let grid = solver.grid(settings.steps);
     for k in 0..settings.steps {
         let (t, s) = (grid[k], grid[k + 1]);
         let t0 = std::time::Instant::now();
@@ -208,7 +210,11 @@ pub fn sample<M: Denoiser>(
         network_s += t0.elapsed().as_secs_f64();
         let p_reveal = reveal_probability(schedule, t, s);
         let t0 = std::time::Instant::now();
-        let changes = reveal_all(model, tables, settings, &mut seqs, Some(p_reveal), device)?;
+        let step = Step {
+            p: Some(p_reveal),
+            t,
+        };
+        let changes = reveal_all(model, tables, &solver, settings, &mut seqs, step, device)?;
         network_s += t0.elapsed().as_secs_f64() - changes.other_s;
         head_rows += changes.rows;
         head_s += changes.head_s;
@@ -240,7 +246,8 @@ pub fn sample<M: Denoiser>(
         }
         let t0 = std::time::Instant::now();
         refresh(model, tables, schedule, settings, &mut rest, t_end, device)?;
-        let changes = reveal_all(model, tables, settings, &mut rest, None, device)?;
+        let step = Step { p: None, t: t_end };
+        let changes = reveal_all(model, tables, &solver, settings, &mut rest, step, device)?;
         network_s += t0.elapsed().as_secs_f64() - changes.other_s;
         head_rows += changes.rows;
         head_s += changes.head_s;
@@ -342,8 +349,15 @@ struct Changes {
     head_s: f64,
 }
 
-/// One reverse step of every sequence in `seqs` (their caches must be fresh): with `Some(p)`,
-/// each masked sub-token is revealed with probability p; with `None` (noise removal) all are.
+/// One reverse step from time `t`: with `p = Some(p)` each masked sub-token is revealed with
+/// probability p; with `None` (noise removal) all are.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    p: Option<f64>,
+    t: f64,
+}
+
+/// One reverse step of every sequence in `seqs` (their caches must be fresh).
 /// Each sequence first decides its reveals from its own generator; then the head, the filter and
 /// the log-softmax run once on the rows (sequence, position) that reveal something, from the
 /// cached features; then, in position order, each such token x̂ is drawn from its distribution
@@ -351,11 +365,14 @@ struct Changes {
 fn reveal_all<M: Denoiser>(
     model: &M,
     tables: &PrimeTables,
+    solver: &Solver,
     settings: &SampleSettings,
     seqs: &mut [SeqState],
-    p: Option<f64>,
+    step: Step,
     device: &Device,
 ) -> Result<Changes> {
+    let p = step.p;
+    let temperature = settings.temperature * solver.tempering.at(step.t);
     let started = std::time::Instant::now();
     let codec = tables.codec();
     let (ell, mask, v) = (codec.ell(), codec.mask_id(), codec.vocab_size() as usize);
@@ -406,11 +423,25 @@ fn reveal_all<M: Denoiser>(
         seqs.par_iter_mut().enumerate().for_each(|(b, seq)| {
             for k in first_row(b)..first_row(b + 1) {
                 let (_, i, reveal) = &part[k];
-                let x = draw(&lp[k * v..(k + 1) * v], settings, &mut seq.rng);
-                let dx = &codec.digit_table()[x * ell..(x + 1) * ell];
-                for j in 0..ell {
-                    if reveal[j] {
-                        seq.y[i * ell + j] = dx[j];
+                let row = &lp[k * v..(k + 1) * v];
+                let probs = tempered(row, temperature, settings.top_p);
+                match solver.draw {
+                    DrawMode::Joint => {
+                        let x = exponential_race(&probs, settings.precision, &mut seq.rng);
+                        let dx = &codec.digit_table()[x * ell..(x + 1) * ell];
+                        for j in 0..ell {
+                            if reveal[j] {
+                                seq.y[i * ell + j] = dx[j];
+                            }
+                        }
+                    }
+                    DrawMode::Marginals => {
+                        let table = codec.digit_table();
+                        for j in (0..ell).filter(|&j| reveal[j]) {
+                            let m = digit_marginal(&probs, table, ell, j, codec.base() as usize);
+                            let d = exponential_race(&m, settings.precision, &mut seq.rng);
+                            seq.y[i * ell + j] = d as u32;
+                        }
                     }
                 }
             }
@@ -426,14 +457,13 @@ fn reveal_all<M: Denoiser>(
     })
 }
 
-/// Draws a token from one row of log-probabilities: tempered, nucleus-truncated, by an
-/// exponential race.
-fn draw(row: &[f32], settings: &SampleSettings, rng: &mut StdRng) -> usize {
+/// One row of log-probabilities as unnormalised probabilities, tempered and nucleus-truncated.
+fn tempered(row: &[f32], temperature: f64, top_p: f64) -> Vec<f64> {
     let top = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
     let mut probs: Vec<f64> = row
         .iter()
-        .map(|&lp| ((lp as f64 - top) / settings.temperature).exp())
+        .map(|&lp| ((lp as f64 - top) / temperature).exp())
         .collect();
-    nucleus(&mut probs, settings.top_p);
-    exponential_race(&probs, settings.precision, rng)
+    nucleus(&mut probs, top_p);
+    probs
 }
