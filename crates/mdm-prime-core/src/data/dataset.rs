@@ -1,16 +1,19 @@
 //! [`Dataset`]: blocks of `L` tokens split into train and validation, and [`load_dataset`], the
-//! text pipeline that builds one from a corpus.
+//! text pipeline that builds one from a corpus (images: [`load_image_dataset`](super::load_image_dataset)).
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use super::blocks::{check_seq_len, check_val_fraction, split_blocks, wrap_blocks};
 use super::corpus::CorpusSource;
+use super::image::{ImageShape, flip_horizontal};
 use super::tokens::load_tokens;
 use super::unigram::unigram_nll;
 use crate::error::Result;
 use crate::tokenizer::Tokenizer;
 
-/// Blocks of `seq_len` tokens, train and validation splits.
+/// Blocks of `seq_len` tokens, train and validation splits. For images a block is one image
+/// (`L = H·W·C` pixel tokens in (H, W, C) order, `V = 256`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     /// L, tokens per block (BOS and EOS included).
@@ -21,14 +24,17 @@ pub struct Dataset {
     pub train: Vec<u32>,
     /// `n_val · L` ids, flat: the last blocks of the corpus.
     pub val: Vec<u32>,
-    /// How many documents the corpus has.
+    /// How many documents the corpus has (images: how many images the two splits hold).
     pub n_documents: usize,
-    /// Length N of the token stream before wrapping (one EOS per document included).
+    /// Length N of the token stream before wrapping (one EOS per document included; images:
+    /// `train.len() + val.len()`).
     pub n_tokens: usize,
-    /// [`CorpusSource::describe`] of the corpus.
+    /// [`CorpusSource::describe`] of the corpus (images: `ImageSource::describe`).
     pub source: String,
     /// Whether the token stream was read from the cache instead of tokenised.
     pub from_cache: bool,
+    /// The shape of every block when the data are images; `None` for text.
+    pub image: Option<ImageShape>,
 }
 
 impl Dataset {
@@ -50,6 +56,17 @@ impl Dataset {
     /// Validation block `i` (`L` ids). Panics when `i ≥ n_val()`, like slice indexing.
     pub fn val_block(&self, i: usize) -> &[u32] {
         &self.val[i * self.seq_len..(i + 1) * self.seq_len]
+    }
+
+    /// Training block `i` as a training example: mirrored left to right
+    /// ([`flip_horizontal`]) when `flip` is set and the data are images, else borrowed
+    /// unchanged (text is never flipped). Panics when `i ≥ n_train()`, like slice indexing.
+    pub fn train_example(&self, i: usize, flip: bool) -> Cow<'_, [u32]> {
+        let block = self.train_block(i);
+        match self.image {
+            Some(shape) if flip => Cow::Owned(flip_horizontal(block, shape)),
+            _ => Cow::Borrowed(block),
+        }
     }
 
     /// [`unigram_nll`] of the validation blocks under the training blocks' frequencies.
@@ -84,6 +101,7 @@ pub fn load_dataset(
         n_tokens,
         source: source.describe(),
         from_cache: stream.from_cache,
+        image: None,
     })
 }
 
@@ -160,6 +178,9 @@ mod tests {
         assert_eq!(d.val_block(1), &[0, 0, 0xc3, 0xa9, 0, 0]);
         assert!(!d.from_cache);
         assert!(d.source.contains("c.jsonl"));
+        assert_eq!(d.image, None);
+        // Text is never flipped.
+        assert_eq!(d.train_example(0, true), d.train_block(0));
     }
 
     #[test]
