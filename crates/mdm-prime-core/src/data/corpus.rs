@@ -246,8 +246,6 @@ fn parse_json_lines(path: &Path, text: &str) -> Result<Vec<String>> {
     Ok(docs)
 }
 
-/// Tokenises documents the MDLM way (spec §8.1): each without special tokens, EOS
-
 #[cfg(test)]
 mod tests {
     use super::*;
