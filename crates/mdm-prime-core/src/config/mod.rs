@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::objective::Objective;
 use crate::schedule::Schedule;
 use crate::subtoken::Codec;
+use crate::data::image::{ImageShape, PIXEL_VOCAB};
 use crate::tokenizer::TokenizerKind;
 
 mod model;
@@ -34,20 +35,58 @@ pub struct RunConfig {
     pub eval: EvalConfig,
 }
 
-/// `[data]`: corpus, tokenizer and blocks.
+/// `[data]`: what the token grids are made of. `kind = "text"` (a corpus, tokenised and wrapped
+/// into blocks of `seq_len` tokens) or `kind = "image"` (each image is one block of
+/// L = H·W·C pixel tokens, V = 256, in (H, W, C) order; design §2.2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
-    /// `moby-dick` (embedded), a text file, a folder of `.txt` files, or a `.jsonl` file.
+    /// `text` (the default) or `image`.
+    pub kind: DataKind,
+    /// Text: `moby-dick` (embedded), a text file, a folder of `.txt` files, or a `.jsonl` file.
+    /// Image: `fashion-mnist` (Debian package), an IDX folder or file (MNIST layout), a CIFAR-10
+    /// folder, or a folder of PNG files.
     pub source: String,
-    /// `bytes` or `gpt2`.
+    /// Text: `bytes` or `gpt2`. Unused for images (pixels are their own tokens).
     pub tokenizer: TokenizerKind,
-    /// Tokens per block L (BOS + L−2 tokens + EOS, spec §8.1).
+    /// Tokens per block L (text: BOS + L−2 tokens + EOS, design §8.1). Images: H·W·C, set from
+    /// the data when training starts and recorded in the run's config.
     pub seq_len: usize,
-    /// Fraction of blocks held out for validation (the last ones).
+    /// Fraction of blocks held out for validation (the last ones; images: only for sources
+    /// without an official test split).
     pub val_fraction: f64,
     /// Where tokenised corpora are cached (empty = no cache).
     pub cache_dir: String,
+    /// Images: random horizontal flip of training images (design §8.2).
+    pub flip: bool,
+    /// Images: use at most this many training images (0 = all).
+    pub max_train: usize,
+    /// Images: use at most this many validation images (0 = all).
+    pub max_val: usize,
+    /// Images: H × W × C, set from the data when training starts (absent for text).
+    pub image: Option<ImageShape>,
+}
+
+/// What `[data]` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataKind {
+    #[default]
+    Text,
+    Image,
+}
+
+impl DataConfig {
+    /// V: the tokenizer's vocabulary for text, 256 pixel values for images.
+    pub fn vocab_size(&self) -> u32 {
+        match self.kind {
+            DataKind::Text => match self.tokenizer {
+                TokenizerKind::Bytes => 256,
+                TokenizerKind::Gpt2 => 50257,
+            },
+            DataKind::Image => PIXEL_VOCAB,
+        }
+    }
 }
 
 /// `[prime]`: the sub-tokenizer.
@@ -141,6 +180,11 @@ impl Default for DataConfig {
             seq_len: 128,
             val_fraction: 0.05,
             cache_dir: ".cache/mdm-prime".into(),
+            kind: DataKind::Text,
+            flip: false,
+            max_train: 0,
+            max_val: 0,
+            image: None,
         }
     }
 }
@@ -234,11 +278,7 @@ impl RunConfig {
 
     /// The sub-tokenizer this config describes.
     pub fn codec(&self) -> Result<Codec> {
-        let v = match self.data.tokenizer {
-            TokenizerKind::Bytes => 256,
-            TokenizerKind::Gpt2 => 50257,
-        };
-        Codec::new(v, self.prime.ell).map_err(|e| Error::config("prime.ell", e.to_string()))
+        Codec::new(self.data.vocab_size(), self.prime.ell).map_err(|e| Error::config("prime.ell", e.to_string()))
     }
 
     /// Cross-field rules; each error names the key and the fix.
@@ -246,7 +286,27 @@ impl RunConfig {
         let err = |k: &str, r: String| Err(Error::config(k, r));
         self.codec()?;
         self.schedule.validate()?;
-        self.model.validate(self.prime.ell, None)?;
+        let image = self.data.image.map(|s| (s.height, s.width, s.channels));
+        self.model.validate(self.prime.ell, image)?;
+        if self.model.unet().is_some() && self.data.kind != DataKind::Image {
+            return err(
+                "model.kind",
+                "the U-Net reads images: set [data] kind = \"image\" (or use kind = \"dit\" for text)"
+                    .into(),
+            );
+        }
+        if let Some(s) = self.data.image
+            && s.tokens() != self.data.seq_len
+        {
+            return err(
+                "data.seq_len",
+                format!(
+                    "{} but the images are {s} = {} tokens; leave seq_len to the data",
+                    self.data.seq_len,
+                    s.tokens()
+                ),
+            );
+        }
         if self.data.seq_len < 3 {
             return err(
                 "data.seq_len",
@@ -333,6 +393,16 @@ impl RunConfig {
             "data.tokenizer",
             self.data.tokenizer.to_string(),
             other.data.tokenizer.to_string(),
+        );
+        check(
+            "data.kind",
+            format!("{:?}", self.data.kind),
+            format!("{:?}", other.data.kind),
+        );
+        check(
+            "data.image",
+            format!("{:?}", self.data.image),
+            format!("{:?}", other.data.image),
         );
         check(
             "data.seq_len",
