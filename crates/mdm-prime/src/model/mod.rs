@@ -11,6 +11,7 @@
 //! class, which is SUBS's −∞ on the mask logit).
 
 pub mod block;
+pub mod unet;
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, Linear, LinearConfig};
