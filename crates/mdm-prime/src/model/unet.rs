@@ -317,11 +317,13 @@ impl Unet {
     /// `yt: [B, L, ℓ]` with L = H·W·C tokens in (H, W, C) order (digits < b, or the mask id b)
     /// → `[B, L, V]` in the same order.
     pub fn logits(&self, yt: Tensor<3, Int>) -> Tensor<3> {
+        let span = crate::profile::span("embedding");
         let x = self.embed_input(yt);
         let mut h = match &self.input_proj {
             Some(p) => p.forward(x),
             None => x,
         };
+        drop(span);
         let mut skips = vec![h.clone()];
         let mut stages = self.down.iter();
         for level in 0..self.levels {
@@ -341,12 +343,16 @@ impl Unet {
         for level in (0..self.levels).rev() {
             for stage in stages.by_ref().take(self.num_res_blocks + 1) {
                 let skip = skips.pop().expect("one skip per decoder stage");
-                h = stage.forward(Tensor::cat(vec![h, skip], 1));
+                let span = crate::profile::span("concat");
+                let hs = Tensor::cat(vec![h, skip], 1);
+                drop(span);
+                h = stage.forward(hs);
             }
             if level > 0 {
                 h = upsample2(h);
             }
         }
+        let _span = crate::profile::span("head");
         let g = self.out_norm.gamma.as_ref().expect("affine").val();
         let b = self.out_norm.beta.as_ref().expect("affine").val();
         let h = silu(group_norm_affine(h, self.out_norm.num_groups, g, b));

@@ -340,3 +340,118 @@ fn config_parses_with_defaults_and_rejects_unknown_keys() {
     assert_eq!(cfg.embed_dim, 96);
     assert!(serde_json::from_str::<UnetConfig>(r#"{"chanels": 32}"#).is_err());
 }
+
+/// Median wall-clock milliseconds of `f` over `n` runs after one warm-up.
+fn median_ms(n: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..n)
+        .map(|_| {
+            let s = std::time::Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[n / 2]
+}
+
+/// burn-flex conv2d, 3 × 3 same padding: forward, and forward + backward (input and weight
+/// grads), printed as ms and GFLOP/s (2·B·H·W·Cin·Cout·9 per forward, 3× for fwd + bwd).
+/// `cargo test --release -p mdm-prime --test it time_conv2d -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn time_conv2d() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    for (b, ci, co, hw) in [(32, 32, 32, 28), (32, 64, 64, 14), (32, 32, 256, 28)] {
+        let flops = 2.0 * (b * hw * hw * ci * co * 9) as f64;
+        let d = Device::flex();
+        let conv = Conv2dConfig::new([ci, co], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&d);
+        let x = Tensor::<4>::random([b, ci, hw, hw], Distribution::Normal(0.0, 1.0), &d);
+        let fwd = median_ms(5, || {
+            let _ = conv.forward(x.clone()).sum().into_scalar::<f32>();
+        });
+        let ad = d.autodiff();
+        let conv = conv.fork(&ad);
+        let x = x.autodiff().require_grad();
+        let both = median_ms(5, || {
+            let g = conv.forward(x.clone()).sum().backward();
+            let gx = x.grad(&g).unwrap().sum().into_scalar::<f32>();
+            let gw = conv.weight.grad(&g).expect("weight gradient");
+            let _ = gx + gw.sum().into_scalar::<f32>();
+        });
+        println!(
+            "conv3x3 B{b} {ci}->{co} {hw}x{hw}: fwd {fwd:.1} ms ({:.1} GFLOP/s), \
+             fwd+bwd {both:.1} ms ({:.1} GFLOP/s)",
+            flops / fwd / 1e6,
+            3.0 * flops / both / 1e6
+        );
+    }
+}
+
+/// The tiny CPU preset (embed 32, widths 32/64/64, one res-block per level, attention at 7 × 7,
+/// ℓ = 2): one training step (forward + backward of the cross-entropy) on 32 Fashion-MNIST-size
+/// images, and one forward without autodiff.
+/// `cargo test --release -p mdm-prime --test it time_tiny_unet -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn time_tiny_unet_step() {
+    let cfg = UnetConfig {
+        embed_dim: 32,
+        channels: 32,
+        channel_mult: vec![1, 2, 2],
+        num_res_blocks: 1,
+        attention_ds: vec![4],
+        head_channels: 32,
+        groups: 8,
+        dropout: 0.1,
+        scale_shift: true,
+    };
+    let codec = Codec::new(256, 2).unwrap();
+    let (b, l) = (32, 784);
+    let d = Device::flex().autodiff();
+    let model = perturb_zeros(Unet::new(&cfg, &codec, 28, 28, 1, &d));
+    println!("tiny U-Net: {} parameters", model.num_params());
+    let yt = tokens(&codec, b, l, &d);
+    let x0: Vec<i64> = (0..b * l).map(|k| (k * 91 % 256) as i64).collect();
+    let x0 = Tensor::<3, Int>::from_data(TensorData::new(x0, [b, l, 1]), &d);
+    let step = median_ms(5, || {
+        let loss = -log_softmax(model.logits(yt.clone()), 2)
+            .gather(2, x0.clone())
+            .mean();
+        let g = loss.backward();
+        let _ = grads_by_path(&model, &g).len();
+    });
+    // One step by phase (forward spans; the backward is one call).
+    mdm_prime::profile::enable();
+    let s = std::time::Instant::now();
+    let logits = model.logits(yt.clone());
+    let t_fwd = s.elapsed().as_secs_f64();
+    let loss = -log_softmax(logits, 2).gather(2, x0.clone()).mean();
+    let t_loss = s.elapsed().as_secs_f64() - t_fwd;
+    let s = std::time::Instant::now();
+    let g = loss.backward();
+    let t_bwd = s.elapsed().as_secs_f64();
+    drop(g);
+    let phases = mdm_prime::profile::take();
+    println!("forward {:.0} ms: {phases:.3?}", t_fwd * 1e3);
+    println!(
+        "loss {:.0} ms, backward {:.0} ms",
+        t_loss * 1e3,
+        t_bwd * 1e3
+    );
+    let fwd_ad = median_ms(5, || {
+        let _ = model.logits(yt.clone()).sum().into_scalar::<f32>();
+    });
+    let model = model.valid();
+    let yt = yt.inner();
+    let fwd = median_ms(5, || {
+        let _ = model.logits(yt.clone()).sum().into_scalar::<f32>();
+    });
+    println!(
+        "tiny U-Net B{b} 28x28x1 ell=2: train step {step:.0} ms, forward (autodiff) \
+         {fwd_ad:.0} ms, forward (inference) {fwd:.0} ms"
+    );
+}

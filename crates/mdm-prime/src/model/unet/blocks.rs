@@ -53,6 +53,7 @@ pub fn group_norm_affine(x: Tensor<4>, groups: usize, g: Tensor<1>, b: Tensor<1>
 
 /// The module's GroupNorm (its learned weight and bias), then SiLU.
 fn norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    let _span = crate::profile::span("norm");
     let (g, b) = affine(norm);
     silu(group_norm_affine(x, norm.num_groups, g, b))
 }
@@ -68,6 +69,7 @@ fn affine(norm: &GroupNorm) -> (Tensor<1>, Tensor<1>) {
 /// # Shapes
 /// `[B, C, H, W]` → `[B, C, H/2, W/2]` (H, W even).
 pub fn avg_pool2(x: Tensor<4>) -> Tensor<4> {
+    let _span = crate::profile::span("resample");
     let [b, c, h, w] = x.dims();
     x.reshape([b, c, h / 2, 2, w / 2, 2])
         .mean_dim(5)
@@ -80,6 +82,7 @@ pub fn avg_pool2(x: Tensor<4>) -> Tensor<4> {
 /// # Shapes
 /// `[B, C, H, W]` → `[B, C, 2H, 2W]`.
 pub fn upsample2(x: Tensor<4>) -> Tensor<4> {
+    let _span = crate::profile::span("resample");
     let [b, c, h, w] = x.dims();
     x.reshape([b, c, h, 1, w, 1])
         .expand([b, c, h, 2, w, 2])
@@ -139,7 +142,11 @@ impl ResBlock {
     /// # Shapes
     /// `x: [B, C_in, H, W]` → `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = self.conv1.forward(norm_silu(&self.norm1, x.clone()));
+        let h = norm_silu(&self.norm1, x.clone());
+        let span = crate::profile::span("conv");
+        let h = self.conv1.forward(h);
+        drop(span);
+        let span = crate::profile::span("norm");
         let (mut g, mut b) = affine(&self.norm2);
         if let Some(ss) = &self.scale_shift {
             let c = g.dims()[0];
@@ -150,7 +157,10 @@ impl ResBlock {
             b = b * scale + shift;
         }
         let h = silu(group_norm_affine(h, self.norm2.num_groups, g, b));
-        let h = self.conv2.forward(dropout(h, &self.dropout));
+        let h = dropout(h, &self.dropout);
+        drop(span);
+        let _span = crate::profile::span("conv");
+        let h = self.conv2.forward(h);
         let x = match &self.skip {
             Some(skip) => skip.forward(x),
             None => x,
@@ -185,6 +195,7 @@ impl AttentionBlock {
     /// # Shapes
     /// `x: [B, C, H, W]` → `[B, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let _span = crate::profile::span("attention");
         let [b, c, h, w] = x.dims();
         let (nh, t) = (self.heads, h * w);
         let ch = c / nh;
