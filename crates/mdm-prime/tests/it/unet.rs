@@ -374,7 +374,9 @@ fn time_conv2d() {
             let _ = conv.forward(x.clone()).sum().into_scalar::<f32>();
         });
         let ad = d.autodiff();
-        let conv = conv.fork(&ad);
+        let conv = Conv2dConfig::new([ci, co], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&ad);
         let x = x.autodiff().require_grad();
         let both = median_ms(5, || {
             let g = conv.forward(x.clone()).sum().backward();
