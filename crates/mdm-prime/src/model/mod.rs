@@ -17,6 +17,7 @@
 
 mod block;
 mod dit;
+pub mod unet;
 
 pub use dit::{Dit, TimeEmbedder};
 

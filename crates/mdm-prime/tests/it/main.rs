@@ -6,3 +6,4 @@ mod model;
 mod ops;
 mod resume;
 mod sampler;
+mod unet;
