@@ -13,11 +13,12 @@ pub fn n_blocks(n_tokens: usize, seq_len: usize) -> usize {
     }
 }
 
-/// MDLM wrapping (spec §8.1). `doc_tokens` is the stream of [`tokenize_documents`] (EOS already
-/// after each document). It is cut into chunks of `L − 2` tokens, the last partial chunk is
-/// dropped, and each chunk becomes `[eos] + chunk + [eos]` (BOS = EOS). Returns the
-/// `K = ⌊N / (L − 2)⌋` blocks flat (`K · L` ids). `L < 3` leaves no room for a token and gives
-/// no blocks ([`load_dataset`] rejects it with an error).
+/// MDLM wrapping (spec §8.1). `doc_tokens` is the stream of
+/// [`tokenize_documents`](super::tokenize_documents) (EOS already after each document). It is
+/// cut into chunks of `L − 2` tokens, the last partial chunk is dropped, and each chunk becomes
+/// `[eos] + chunk + [eos]` (BOS = EOS). Returns the `K = ⌊N / (L − 2)⌋` blocks flat (`K · L`
+/// ids). `L < 3` leaves no room for a token and gives no blocks
+/// ([`load_dataset`](super::load_dataset) rejects it with an error).
 pub fn wrap_blocks(doc_tokens: &[u32], seq_len: usize, eos: u32) -> Vec<u32> {
     if seq_len < 3 {
         return Vec::new();

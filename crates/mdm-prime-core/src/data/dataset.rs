@@ -1,5 +1,6 @@
 //! [`Dataset`]: blocks of `L` tokens split into train and validation, and [`load_dataset`], the
-//! text pipeline that builds one from a corpus (images: [`load_image_dataset`](super::load_image_dataset)).
+//! text pipeline that builds one from a corpus (images:
+//! [`load_image_dataset`](super::load_image_dataset)).
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -225,7 +226,8 @@ mod tests {
         assert!(unigram > 2.0 && unigram < 4.0, "{unigram}"); // English bytes: about 3 nats
     }
 
-    /// Times print with `cargo test -p mdm-prime-core data::dataset::tests::embedded_gpt2 -- --nocapture`.
+    /// Times print with
+    /// `cargo test -p mdm-prime-core data::dataset::tests::embedded_gpt2 -- --nocapture`.
     #[test]
     fn embedded_gpt2_token_count_and_timing() {
         let start = std::time::Instant::now();

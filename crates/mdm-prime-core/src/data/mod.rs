@@ -10,7 +10,8 @@
 //!    cached under `cache_dir` ([`cache_path`]), so the slow GPT-2 pass runs once per corpus.
 //! 3. [`wrap_blocks`]: the stream is cut into chunks of `L − 2` tokens (the partial tail is
 //!    dropped) and each chunk becomes `[BOS] + chunk + [EOS]`, with BOS = EOS =
-//!    [`Tokenizer::eos`](crate::tokenizer::Tokenizer::eos): `K = ⌊N / (L − 2)⌋` blocks of `L` tokens.
+//!    [`Tokenizer::eos`](crate::tokenizer::Tokenizer::eos): `K = ⌊N / (L − 2)⌋` blocks of `L`
+//!    tokens.
 //! 4. [`split_blocks`]: the last `max(1, ⌈K · val_fraction⌉)` blocks are validation, the rest
 //!    train. Deterministic: no shuffling here (the trainer samples blocks).
 //!

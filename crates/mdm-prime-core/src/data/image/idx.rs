@@ -79,8 +79,8 @@ pub fn read_idx_images(path: &Path) -> Result<Images> {
         return Err(Error::data(
             path,
             format!(
-                "not an IDX image file: magic number 0x{magic:08x}, expected 0x{IDX_IMAGE_MAGIC:08x} \
-                 (unsigned bytes, 3 dimensions); {hint}"
+                "not an IDX image file: magic number 0x{magic:08x}, expected \
+                 0x{IDX_IMAGE_MAGIC:08x} (unsigned bytes, 3 dimensions); {hint}"
             ),
         ));
     }
