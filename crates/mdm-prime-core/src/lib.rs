@@ -27,8 +27,8 @@ pub mod objective;
 pub mod plot;
 pub mod rng;
 pub mod sampling;
-pub mod solver;
 pub mod schedule;
+pub mod solver;
 pub mod subtoken;
 pub mod tokenizer;
 

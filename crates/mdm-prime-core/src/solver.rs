@@ -162,7 +162,12 @@ mod tests {
             tempering: Tempering([-2.0, 1.0, 1.0]),
             ..s
         };
-        assert!(bad.validate(8).unwrap_err().to_string().contains("temperature"));
+        assert!(
+            bad.validate(8)
+                .unwrap_err()
+                .to_string()
+                .contains("temperature")
+        );
         let backwards = Solver {
             warp: Some(Warp([-1.0, 1.0, 0.0])),
             ..s

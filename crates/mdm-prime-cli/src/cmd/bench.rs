@@ -142,6 +142,7 @@ fn synthetic_data(cfg: &RunConfig, vocab: u32) -> Dataset {
         n_documents: 1,
         source: "synthetic uniform tokens".into(),
         from_cache: false,
+        image: cfg.data.image,
     }
 }
 

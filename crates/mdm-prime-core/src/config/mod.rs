@@ -9,11 +9,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::image::{ImageShape, PIXEL_VOCAB};
 use crate::error::{Error, Result};
 use crate::objective::Objective;
 use crate::schedule::Schedule;
 use crate::subtoken::Codec;
-use crate::data::image::{ImageShape, PIXEL_VOCAB};
 use crate::tokenizer::TokenizerKind;
 
 mod model;
@@ -278,7 +278,8 @@ impl RunConfig {
 
     /// The sub-tokenizer this config describes.
     pub fn codec(&self) -> Result<Codec> {
-        Codec::new(self.data.vocab_size(), self.prime.ell).map_err(|e| Error::config("prime.ell", e.to_string()))
+        Codec::new(self.data.vocab_size(), self.prime.ell)
+            .map_err(|e| Error::config("prime.ell", e.to_string()))
     }
 
     /// Cross-field rules; each error names the key and the fix.

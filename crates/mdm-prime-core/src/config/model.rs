@@ -74,7 +74,16 @@ impl ModelConfig {
     pub fn validate(&self, ell: usize, image: Option<(usize, usize, usize)>) -> Result<()> {
         match self {
             ModelConfig::Dit(c) => c.validate(ell),
-            ModelConfig::Unet(c) => c.validate(ell, image),
+            ModelConfig::Unet(c) => {
+                // Before the data is read the image size is unknown: check the rest on a size
+                // every level can halve.
+                let side = 1usize << c.channel_mult.len().saturating_sub(1).min(16);
+                let (h, w, ch) = image.unwrap_or((side, side, 1));
+                c.validate(ell, ch, h, w).map_err(|msg| {
+                    let key = msg.split_whitespace().next().unwrap_or("model").to_string();
+                    Error::config(key, msg)
+                })
+            }
         }
     }
 
@@ -164,27 +173,32 @@ impl DitConfig {
     }
 }
 
-/// `[model] kind = "unet"`: the ADM-style U-Net of the image experiments (design §6.3),
-/// time-agnostic. Defaults are the paper's CIFAR-10 sizes (widths 288, 384, 384 at 32, 16, 8).
+/// The U-Net's sizes (`[model] kind = "unet"`). The default is the paper's CIFAR-10 network
+/// (`image/models/model_configs.py` "model_discrete").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UnetConfig {
-    /// Embedding width per pixel channel C₀ (paper 96); each of the ℓ sub-tokens gets C₀/ℓ.
+    /// Embedding width per pixel channel, C₀ (paper 96); each of the ℓ sub-tokens gets C₀/ℓ
+    /// (must divide).
     pub embed_dim: usize,
     /// Base width (paper `model_channels` 96).
     pub channels: usize,
-    /// Width multipliers per resolution level (paper [3, 4, 4]).
+    /// Width multipliers per resolution level (paper [3, 4, 4]: 288, 384, 384; 32 → 16 → 8).
     pub channel_mult: Vec<usize>,
     /// Res-blocks per level (paper 5).
     pub num_res_blocks: usize,
-    /// Downsample factors with self-attention (paper [2]: 16 × 16 for 32 × 32 images).
+    /// Downsample factors with self-attention (paper [2]: at 16×16 for 32×32 input). The
+    /// middle block always has attention.
     pub attention_ds: Vec<usize>,
-    /// Channels per attention head (paper 64).
+    /// Channels per attention head (paper 64); a narrower layer gets one head.
     pub head_channels: usize,
     /// GroupNorm groups (ADM: 32); must divide every width.
     pub groups: usize,
-    /// Dropout in the res-blocks (paper 0.4).
+    /// Dropout inside the res-blocks (paper 0.4).
     pub dropout: f64,
+    /// The reference's learned constant scale-shift after each res-block's second GroupNorm
+    /// (`use_scale_shift_norm=True` with `ignore_time`: ADM's `ConstantEmbedding`). Paper: on.
+    pub scale_shift: bool,
 }
 
 impl Default for UnetConfig {
@@ -198,70 +212,106 @@ impl Default for UnetConfig {
             head_channels: 64,
             groups: 32,
             dropout: 0.4,
+            scale_shift: true,
         }
     }
 }
 
 impl UnetConfig {
-    /// Checks the sizes against ℓ and the image (H, W, C): C₀ divisible by ℓ, groups dividing
-    /// every width, H and W divisible by 2^(levels − 1).
-    pub fn validate(&self, ell: usize, image: Option<(usize, usize, usize)>) -> Result<()> {
-        let err = |k: &str, r: String| Err(Error::config(k, r));
-        if self.embed_dim == 0
-            || self.channels == 0
-            || self.num_res_blocks == 0
-            || self.head_channels == 0
-            || self.groups == 0
+    /// Checks the sizes against ℓ and the image (`channels_in` × `height` × `width`); the error
+    /// names the offending key.
+    pub fn validate(
+        &self,
+        ell: usize,
+        channels_in: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<(), String> {
+        let levels = self.channel_mult.len();
+        if levels == 0 || self.channel_mult.contains(&0) {
+            return Err(format!(
+                "model.channel_mult = {:?}: needs at least one level, all > 0",
+                self.channel_mult
+            ));
+        }
+        if self.channels == 0 {
+            return Err("model.channels must be > 0".into());
+        }
+        if ell == 0 || self.embed_dim == 0 || !self.embed_dim.is_multiple_of(ell) {
+            return Err(format!(
+                "model.embed_dim = {} is not a positive multiple of ell = {ell}",
+                self.embed_dim
+            ));
+        }
+        if self.num_res_blocks == 0 {
+            return Err("model.num_res_blocks must be ≥ 1".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("model.dropout = {} is not in [0, 1)", self.dropout));
+        }
+        let widths = self.widths();
+        for &w in &widths {
+            if self.groups == 0 || !w.is_multiple_of(self.groups) {
+                return Err(format!(
+                    "model.groups = {} does not divide the width {w} (widths {widths:?})",
+                    self.groups
+                ));
+            }
+        }
+        let factor = 1usize << (levels - 1);
+        if height == 0
+            || width == 0
+            || !height.is_multiple_of(factor)
+            || !width.is_multiple_of(factor)
         {
-            return err(
-                "model",
-                "embed_dim, channels, num_res_blocks, head_channels and groups must be ≥ 1".into(),
-            );
+            return Err(format!(
+                "model.channel_mult has {levels} levels, which halve the image {} times: \
+                 {height}×{width} is not divisible by {factor}",
+                levels - 1
+            ));
         }
-        if !self.embed_dim.is_multiple_of(ell) {
-            return err(
-                "model.embed_dim",
-                format!(
-                    "{} is not divisible by prime.ell = {ell}: each sub-token embedding gets \
-                     C₀/ell channels (design §6.3)",
-                    self.embed_dim
-                ),
-            );
-        }
-        if self.channel_mult.is_empty() || self.channel_mult.contains(&0) {
-            return err(
-                "model.channel_mult",
-                "needs at least one level, every multiplier ≥ 1 (paper [3, 4, 4])".into(),
-            );
-        }
-        for &m in &self.channel_mult {
-            if !(self.channels * m).is_multiple_of(self.groups) {
-                return err(
-                    "model.groups",
-                    format!(
-                        "{} groups do not divide the width {} = channels {} × {m}",
-                        self.groups,
-                        self.channels * m,
-                        self.channels
-                    ),
-                );
+        for &ds in &self.attention_ds {
+            if !ds.is_power_of_two() || ds > factor {
+                return Err(format!(
+                    "model.attention_ds = {:?}: {ds} is not a downsample factor of this \
+                     network (1, 2, …, {factor})",
+                    self.attention_ds
+                ));
             }
         }
-        if let Some((h, w, _)) = image {
-            let f = 1usize << (self.channel_mult.len() - 1);
-            if !h.is_multiple_of(f) || !w.is_multiple_of(f) {
-                return err(
-                    "model.channel_mult",
-                    format!(
-                        "{} levels halve the image {} times, but {h} × {w} is not divisible by {f}; \
-                         use fewer levels",
-                        self.channel_mult.len(),
-                        self.channel_mult.len() - 1
-                    ),
-                );
+        if self.head_channels == 0 {
+            return Err("model.head_channels must be > 0".into());
+        }
+        let mut attn_widths: Vec<usize> = (0..levels)
+            .filter(|&l| self.attention_ds.contains(&(1 << l)))
+            .map(|l| widths[l])
+            .collect();
+        attn_widths.push(widths[levels - 1]);
+        for w in attn_widths {
+            if w > self.head_channels && !w.is_multiple_of(self.head_channels) {
+                return Err(format!(
+                    "model.head_channels = {} does not divide the attention width {w}",
+                    self.head_channels
+                ));
             }
         }
-        check_dropout(self.dropout)
+        if channels_in == 0 {
+            return Err("image channels must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// The width of each level, `channels · channel_mult[l]`.
+    pub fn widths(&self) -> Vec<usize> {
+        self.channel_mult
+            .iter()
+            .map(|m| m * self.channels)
+            .collect()
+    }
+
+    /// Attention heads of a layer of `width` channels: `width / head_channels`, at least 1.
+    pub fn heads(&self, width: usize) -> usize {
+        (width / self.head_channels).max(1)
     }
 }
 

@@ -9,7 +9,7 @@
 //! - [`Dit`] (`[model] kind = "dit"`): MDLM's DiT with the sub-token encoder (design §6.2); its
 //!   features are the final normalised hidden states `[B, L, D]` and the head is the V-way linear
 //!   layer, so the sampler caches `[L, D]` per sequence and runs the head only where it reveals.
-//! - `Unet` (`[model] kind = "unet"`): the ADM-style U-Net of the image experiments (design §6.3);
+//! - [`Unet`] (`[model] kind = "unet"`): the ADM-style U-Net of the image experiments (design §6.3);
 //!   its output layer is a 3 × 3 convolution, not a per-position map, so its features are the
 //!   logits themselves and its head is the identity.
 //!
@@ -20,6 +20,7 @@ mod dit;
 pub mod unet;
 
 pub use dit::{Dit, TimeEmbedder};
+pub use unet::Unet;
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
@@ -96,6 +97,7 @@ pub trait Denoiser: Module + Sized + 'static {
 #[derive(Module, Debug)]
 pub enum Network {
     Dit(Dit),
+    Unet(Unet),
 }
 
 impl Network {
@@ -103,6 +105,7 @@ impl Network {
     pub fn kind(&self) -> &'static str {
         match self {
             Network::Dit(_) => "dit",
+            Network::Unet(_) => "unet",
         }
     }
 
@@ -127,27 +130,28 @@ impl Denoiser for Network {
     fn init(cfg: &RunConfig, codec: &Codec, device: &Device) -> crate::Result<Self> {
         Ok(match &cfg.model {
             ModelConfig::Dit(_) => Network::Dit(Dit::init(cfg, codec, device)?),
-            ModelConfig::Unet(_) => {
-                return Err(crate::Error::config_kind("dit", "unet"));
-            }
+            ModelConfig::Unet(_) => Network::Unet(Unet::init(cfg, codec, device)?),
         })
     }
 
     fn time_conditioned(&self) -> bool {
         match self {
             Network::Dit(m) => Denoiser::time_conditioned(m),
+            Network::Unet(m) => Denoiser::time_conditioned(m),
         }
     }
 
     fn features(&self, yt: Tensor<3, Int>, sigma: &[f32]) -> Tensor<3> {
         match self {
             Network::Dit(m) => Denoiser::features(m, yt, sigma),
+            Network::Unet(m) => Denoiser::features(m, yt, sigma),
         }
     }
 
     fn head_logits(&self, h: Tensor<3>) -> Tensor<3> {
         match self {
             Network::Dit(m) => Denoiser::head_logits(m, h),
+            Network::Unet(m) => Denoiser::head_logits(m, h),
         }
     }
 }

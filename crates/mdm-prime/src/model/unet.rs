@@ -22,154 +22,10 @@ use burn::nn::{Embedding, EmbeddingConfig, GroupNorm, Initializer};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor};
 use mdm_prime_core::Codec;
-use serde::{Deserialize, Serialize};
+pub use mdm_prime_core::config::UnetConfig;
 
 pub use blocks::{AttentionBlock, ResBlock, avg_pool2, upsample2};
 use blocks::{conv, group_norm, group_norm_affine, zero_conv};
-
-/// The U-Net's sizes (`[model.unet]`). The default is the paper's CIFAR-10 network
-/// (`image/models/model_configs.py` "model_discrete").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UnetConfig {
-    /// Embedding width per pixel channel, C₀ (paper 96); each of the ℓ sub-tokens gets C₀/ℓ
-    /// (must divide).
-    pub embed_dim: usize,
-    /// Base width (paper `model_channels` 96).
-    pub channels: usize,
-    /// Width multipliers per resolution level (paper [3, 4, 4]: 288, 384, 384; 32 → 16 → 8).
-    pub channel_mult: Vec<usize>,
-    /// Res-blocks per level (paper 5).
-    pub num_res_blocks: usize,
-    /// Downsample factors with self-attention (paper [2]: at 16×16 for 32×32 input). The
-    /// middle block always has attention.
-    pub attention_ds: Vec<usize>,
-    /// Channels per attention head (paper 64); a narrower layer gets one head.
-    pub head_channels: usize,
-    /// GroupNorm groups (ADM: 32); must divide every width.
-    pub groups: usize,
-    /// Dropout inside the res-blocks (paper 0.4).
-    pub dropout: f64,
-    /// The reference's learned constant scale-shift after each res-block's second GroupNorm
-    /// (`use_scale_shift_norm=True` with `ignore_time`: ADM's `ConstantEmbedding`). Paper: on.
-    pub scale_shift: bool,
-}
-
-impl Default for UnetConfig {
-    fn default() -> Self {
-        UnetConfig {
-            embed_dim: 96,
-            channels: 96,
-            channel_mult: vec![3, 4, 4],
-            num_res_blocks: 5,
-            attention_ds: vec![2],
-            head_channels: 64,
-            groups: 32,
-            dropout: 0.4,
-            scale_shift: true,
-        }
-    }
-}
-
-impl UnetConfig {
-    /// Checks the sizes against ℓ and the image (`channels_in` × `height` × `width`); the error
-    /// names the offending key.
-    pub fn validate(
-        &self,
-        ell: usize,
-        channels_in: usize,
-        height: usize,
-        width: usize,
-    ) -> Result<(), String> {
-        let levels = self.channel_mult.len();
-        if levels == 0 || self.channel_mult.contains(&0) {
-            return Err(format!(
-                "model.unet.channel_mult = {:?}: needs at least one level, all > 0",
-                self.channel_mult
-            ));
-        }
-        if self.channels == 0 {
-            return Err("model.unet.channels must be > 0".into());
-        }
-        if ell == 0 || self.embed_dim == 0 || !self.embed_dim.is_multiple_of(ell) {
-            return Err(format!(
-                "model.unet.embed_dim = {} is not a positive multiple of ell = {ell}",
-                self.embed_dim
-            ));
-        }
-        if self.num_res_blocks == 0 {
-            return Err("model.unet.num_res_blocks must be ≥ 1".into());
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!(
-                "model.unet.dropout = {} is not in [0, 1)",
-                self.dropout
-            ));
-        }
-        let widths = self.widths();
-        for &w in &widths {
-            if self.groups == 0 || !w.is_multiple_of(self.groups) {
-                return Err(format!(
-                    "model.unet.groups = {} does not divide the width {w} (widths {widths:?})",
-                    self.groups
-                ));
-            }
-        }
-        let factor = 1usize << (levels - 1);
-        if height == 0
-            || width == 0
-            || !height.is_multiple_of(factor)
-            || !width.is_multiple_of(factor)
-        {
-            return Err(format!(
-                "model.unet.channel_mult has {levels} levels, which halve the image {} times: \
-                 {height}×{width} is not divisible by {factor}",
-                levels - 1
-            ));
-        }
-        for &ds in &self.attention_ds {
-            if !ds.is_power_of_two() || ds > factor {
-                return Err(format!(
-                    "model.unet.attention_ds = {:?}: {ds} is not a downsample factor of this \
-                     network (1, 2, …, {factor})",
-                    self.attention_ds
-                ));
-            }
-        }
-        if self.head_channels == 0 {
-            return Err("model.unet.head_channels must be > 0".into());
-        }
-        let mut attn_widths: Vec<usize> = (0..levels)
-            .filter(|&l| self.attention_ds.contains(&(1 << l)))
-            .map(|l| widths[l])
-            .collect();
-        attn_widths.push(widths[levels - 1]);
-        for w in attn_widths {
-            if w > self.head_channels && !w.is_multiple_of(self.head_channels) {
-                return Err(format!(
-                    "model.unet.head_channels = {} does not divide the attention width {w}",
-                    self.head_channels
-                ));
-            }
-        }
-        if channels_in == 0 {
-            return Err("image channels must be > 0".into());
-        }
-        Ok(())
-    }
-
-    /// The width of each level, `channels · channel_mult[l]`.
-    pub fn widths(&self) -> Vec<usize> {
-        self.channel_mult
-            .iter()
-            .map(|m| m * self.channels)
-            .collect()
-    }
-
-    fn heads(&self, width: usize) -> usize {
-        (width / self.head_channels).max(1)
-    }
-}
 
 /// One encoder or decoder step: a res-block, then attention at the configured resolutions.
 #[derive(Module, Debug)]
@@ -391,5 +247,48 @@ impl Unet {
         out.reshape([b, c, v, h, w])
             .permute([0, 3, 4, 1, 2])
             .reshape([b, h * w * c, v])
+    }
+}
+
+impl super::Denoiser for Unet {
+    /// Needs the image shape in `[data] image` (set from the data when training starts).
+    fn init(
+        cfg: &mdm_prime_core::config::RunConfig,
+        codec: &Codec,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        let Some(unet) = cfg.model.unet() else {
+            return Err(crate::Error::config_kind("unet", cfg.model.kind()));
+        };
+        let Some(shape) = cfg.data.image else {
+            return Err(mdm_prime_core::Error::config(
+                "data.image",
+                "the U-Net needs the image shape: set [data] kind = \"image\" and train from \
+                 image data (the shape is read from it and recorded in the run's config)",
+            )
+            .into());
+        };
+        Ok(Unet::new(
+            unet,
+            codec,
+            shape.height,
+            shape.width,
+            shape.channels,
+            device,
+        ))
+    }
+
+    fn time_conditioned(&self) -> bool {
+        false
+    }
+
+    /// The logits themselves: the output layer is a 3 × 3 convolution, so there is no
+    /// per-position head to split off (the sampler then caches `[L, V]` per sequence).
+    fn features(&self, yt: Tensor<3, Int>, _sigma: &[f32]) -> Tensor<3> {
+        self.logits(yt)
+    }
+
+    fn head_logits(&self, h: Tensor<3>) -> Tensor<3> {
+        h
     }
 }

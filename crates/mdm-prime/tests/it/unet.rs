@@ -286,17 +286,17 @@ fn validation_names_the_key() {
         paper.validate(ell, 3, 32, 32).unwrap();
     }
     let err = |cfg: &UnetConfig, ell, h| cfg.validate(ell, 1, h, h).unwrap_err();
-    assert!(err(&paper, 5, 32).contains("model.unet.embed_dim"));
+    assert!(err(&paper, 5, 32).contains("model.embed_dim"));
     let cfg = UnetConfig {
         groups: 5,
         ..tiny()
     };
-    assert!(err(&cfg, 2, 8).contains("model.unet.groups"));
+    assert!(err(&cfg, 2, 8).contains("model.groups"));
     let cfg = UnetConfig {
         channel_mult: vec![],
         ..tiny()
     };
-    assert!(err(&cfg, 2, 8).contains("model.unet.channel_mult"));
+    assert!(err(&cfg, 2, 8).contains("model.channel_mult"));
     // 28 halves twice (28 → 14 → 7), not three times.
     let cfg = UnetConfig {
         channel_mult: vec![1, 1, 1],
@@ -309,27 +309,27 @@ fn validation_names_the_key() {
         attention_ds: vec![],
         ..tiny()
     };
-    assert!(err(&cfg, 2, 28).contains("model.unet.channel_mult"));
+    assert!(err(&cfg, 2, 28).contains("model.channel_mult"));
     let cfg = UnetConfig {
         attention_ds: vec![3],
         ..tiny()
     };
-    assert!(err(&cfg, 2, 8).contains("model.unet.attention_ds"));
+    assert!(err(&cfg, 2, 8).contains("model.attention_ds"));
     let cfg = UnetConfig {
         head_channels: 6,
         ..tiny()
     };
-    assert!(err(&cfg, 2, 8).contains("model.unet.head_channels"));
+    assert!(err(&cfg, 2, 8).contains("model.head_channels"));
     let cfg = UnetConfig {
         dropout: 1.0,
         ..tiny()
     };
-    assert!(err(&cfg, 2, 8).contains("model.unet.dropout"));
+    assert!(err(&cfg, 2, 8).contains("model.dropout"));
     let cfg = UnetConfig {
         num_res_blocks: 0,
         ..tiny()
     };
-    assert!(err(&cfg, 2, 8).contains("model.unet.num_res_blocks"));
+    assert!(err(&cfg, 2, 8).contains("model.num_res_blocks"));
 }
 
 #[test]
