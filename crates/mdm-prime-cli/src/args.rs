@@ -16,8 +16,10 @@ pub enum Command {
     Train(TrainArgs),
     /// Measure a trained model: the valid bound (elbo) as nats/token, bits/token and perplexity.
     Eval(EvalArgs),
-    /// Generate text with the idle-step-aware ancestral sampler.
+    /// Generate text (or, for an image run, a PNG grid) with the idle-step-aware ancestral sampler.
     Sample(SampleArgs),
+    /// Image runs: complete partially observed validation images (regions and/or digit slots).
+    Impute(ImputeArgs),
     /// Simulate the reveal process (no model) and report idle-step ratios against the closed form.
     Isr(IsrArgs),
     /// Time fixed workloads (train-step, sample) on fixed configurations; JSON per workload.
@@ -139,6 +141,43 @@ pub struct SampleArgs {
     #[arg(long)]
     pub json: bool,
     /// Where to write the JSON lines (default: <run>/samples/samples-seed<seed>.jsonl).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// Override sampler keys: --set sample.draw=marginals --set sample.temperature_schedule=[-0.2,2,1].
+    #[arg(long = "set", value_name = "sample.KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImputeArgs {
+    /// The run directory of an image run.
+    #[arg(long)]
+    pub run: std::path::PathBuf,
+    /// What is observed (repeatable, combined by union): left-half, right-half, top-half,
+    /// bottom-half, center:S, border:S, random:F, digits:J[,J…] (0 = most significant digit).
+    #[arg(long, required = true)]
+    pub observe: Vec<String>,
+    /// Validation images to complete (the first ones).
+    #[arg(long, default_value_t = 8)]
+    pub num: usize,
+    /// Completions per image.
+    #[arg(long, default_value_t = 3)]
+    pub completions: usize,
+    /// Reverse steps T (default: the run's [sample] steps, else L).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Sequences per network batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Images from this data source instead of the run's validation split.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Override sampler keys: --set sample.draw=marginals --set sample.time_warp=[1,1.7,0].
+    #[arg(long = "set", value_name = "sample.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// The PNG to write (default: <run>/samples/impute-<observe>-seed<seed>.png).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
 }

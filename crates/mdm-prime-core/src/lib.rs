@@ -24,6 +24,7 @@ pub mod data;
 pub mod error;
 pub mod noise;
 pub mod objective;
+pub mod observe;
 pub mod plot;
 pub mod rng;
 pub mod sampling;

@@ -175,6 +175,33 @@ pub fn sample<M: Denoiser>(
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Vec<Sample>, SamplerTiming)> {
+    let templates = vec![template.clone(); n];
+    sample_each(
+        model,
+        tables,
+        solver,
+        settings,
+        &templates,
+        replacement,
+        device,
+        progress,
+    )
+}
+
+/// [`sample`] with one template per sequence (imputation: each sequence completes its own
+/// observed image). Fixed sub-tokens never change.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_each<M: Denoiser>(
+    model: &M,
+    tables: &PrimeTables,
+    solver: impl Into<Solver>,
+    settings: &SampleSettings,
+    templates: &[Template],
+    replacement: u32,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Vec<Sample>, SamplerTiming)> {
+    let n = templates.len();
     let solver: Solver = solver.into();
     let schedule = &solver.schedule;
     let started = std::time::Instant::now();
@@ -183,17 +210,22 @@ pub fn sample<M: Denoiser>(
     let mut head_s = 0.0;
     let codec = tables.codec();
     let (ell, l, mask) = (codec.ell(), settings.seq_len, codec.mask_id());
-    assert_eq!(
-        template.fixed.len(),
-        l * ell,
-        "template length {} ≠ L·ℓ = {}",
-        template.fixed.len(),
-        l * ell
-    );
-    let start: Vec<u32> = template.fixed.iter().map(|f| f.unwrap_or(mask)).collect();
+    for template in templates {
+        assert_eq!(
+            template.fixed.len(),
+            l * ell,
+            "template length {} ≠ L·ℓ = {}",
+            template.fixed.len(),
+            l * ell
+        );
+    }
     let mut seqs: Vec<SeqState> = (0..n)
         .map(|b| SeqState {
-            y: start.clone(),
+            y: templates[b]
+                .fixed
+                .iter()
+                .map(|f| f.unwrap_or(mask))
+                .collect(),
             rng: StdRng::seed_from_u64(step_seed(settings.seed, b as u64, 7)),
             cache: None,
             nfe: 0,

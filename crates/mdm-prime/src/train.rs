@@ -170,9 +170,16 @@ impl Trainer {
         let mut loss_sum = 0.0;
         for _ in 0..cfg.train.grad_accum {
             let span = crate::profile::span("batch");
-            let blocks: Vec<&[u32]> = (0..micro)
-                .map(|_| data.train_block(rng.random_range(0..data.n_train())))
+            // Images may be flipped at random (one more draw only then, so the text stream is
+            // unchanged).
+            let flip = cfg.data.flip && data.image.is_some();
+            let examples: Vec<_> = (0..micro)
+                .map(|_| {
+                    let i = rng.random_range(0..data.n_train());
+                    data.train_example(i, flip && rng.random::<bool>())
+                })
                 .collect();
+            let blocks: Vec<&[u32]> = examples.iter().map(|e| e.as_ref()).collect();
             let t = sample_times(
                 &mut rng,
                 micro,

@@ -25,7 +25,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 
     // The run's own corpus gives the training split (for the unigram floor) and, by default,
     // the validation blocks.
-    let (train_data, _) = load_data(&cfg, &cfg.data.source)?;
+    let train_data = load_data(&cfg, &cfg.data.source)?;
     let (blocks, label): (Vec<&[u32]>, String);
     let other;
     match &args.data {
@@ -36,7 +36,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             label = format!("{} (validation split)", train_data.source);
         }
         Some(source) => {
-            other = load_data(&cfg, source)?.0;
+            other = load_data(&cfg, source)?;
+            anyhow::ensure!(
+                other.image == cfg.data.image,
+                "{}: its images are {:?} but the run was trained on {:?}",
+                other.source,
+                other.image,
+                cfg.data.image
+            );
             blocks = (0..other.n_train())
                 .map(|i| other.train_block(i))
                 .chain((0..other.n_val()).map(|i| other.val_block(i)))
@@ -74,6 +81,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         v["unigram_ppl"] = unigram.exp().into();
         v["data"] = label.into();
         v["ell"] = codec.ell().into();
+        if cfg.data.image.is_some() {
+            v["elbo_bits_per_dim"] = report.elbo_bits_per_token.into();
+            v["paper_objective_bits_per_dim"] =
+                (report.paper_objective_nats_per_token / std::f64::consts::LN_2).into();
+            v["histogram_bits_per_dim"] = (unigram / std::f64::consts::LN_2).into();
+        }
         println!("{v}");
     } else {
         println!(
@@ -83,13 +96,32 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             report.time_draws,
             run.root.display()
         );
-        print_report(&report, unigram);
+        print_report(&report, unigram, cfg.data.image.is_some());
     }
     Ok(())
 }
 
-/// The human-readable report.
-pub fn print_report(r: &EvalReport, unigram_nats: f64) {
+/// The human-readable report: per token for text, per dimension (pixel channel) for images.
+pub fn print_report(r: &EvalReport, unigram_nats: f64, image: bool) {
+    if image {
+        let ln2 = std::f64::consts::LN_2;
+        println!(
+            "  elbo (valid bound):      {:.4} ± {:.4} bits/dim ({:.4} nats/dim)",
+            r.elbo_bits_per_token,
+            r.elbo_stderr / ln2,
+            r.elbo_nats_per_token
+        );
+        println!(
+            "  paper joint objective (not a bound when ell > 1): {:.4} ± {:.4} bits/dim",
+            r.paper_objective_nats_per_token / ln2,
+            r.paper_objective_stderr / ln2
+        );
+        println!(
+            "  floor: per-pixel-value histogram of the training split: {:.4} bits/dim",
+            unigram_nats / ln2
+        );
+        return;
+    }
     println!(
         "  elbo (valid bound):      {:.4} ± {:.4} nats/token = {:.4} bits/token, perplexity ≤ {:.3}",
         r.elbo_nats_per_token, r.elbo_stderr, r.elbo_bits_per_token, r.elbo_ppl

@@ -2,6 +2,8 @@
 
 mod bench;
 mod eval;
+mod image;
+mod impute;
 mod isr;
 mod run;
 mod sample;
@@ -16,6 +18,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Sample(args) => sample::run(args),
+        Command::Impute(args) => impute::run(args),
         Command::Isr(args) => isr::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Subtokens(args) => subtokens::run(args),

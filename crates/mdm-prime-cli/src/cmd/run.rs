@@ -8,13 +8,31 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mdm_prime::checkpoint::RunDir;
 use mdm_prime_core::Tokenizer;
 use mdm_prime_core::config::RunConfig;
+use mdm_prime_core::config::DataKind;
+use mdm_prime_core::data::image::{ImageSource, load_image_dataset};
 use mdm_prime_core::data::{CorpusSource, Dataset, load_dataset};
 
 /// configs/cpu.toml, compiled in so that `mdm-prime train` works from any directory.
 pub const CPU_PRESET: &str = include_str!("../../../../configs/cpu.toml");
 
+/// Loads the run's kind of data from `source`: a corpus (tokenised, or read from the cache, and
+/// wrapped into blocks) or an image set (each image one block of H·W·C tokens).
+pub fn load_data(cfg: &RunConfig, source: &str) -> anyhow::Result<Dataset> {
+    match cfg.data.kind {
+        DataKind::Text => Ok(load_text(cfg, source)?.0),
+        DataKind::Image => {
+            let src = ImageSource::parse(source)?;
+            let d = &cfg.data;
+            Ok(
+                load_image_dataset(&src, d.val_fraction, d.max_train, d.max_val)
+                    .with_context(|| format!("loading images {}", src.describe()))?,
+            )
+        }
+    }
+}
+
 /// Loads (or reads from cache) the corpus `source` with the run's tokenizer and block length.
-pub fn load_data(cfg: &RunConfig, source: &str) -> anyhow::Result<(Dataset, Tokenizer)> {
+pub fn load_text(cfg: &RunConfig, source: &str) -> anyhow::Result<(Dataset, Tokenizer)> {
     let tokenizer = Tokenizer::new(cfg.data.tokenizer)?;
     let src = CorpusSource::parse(source)?;
     let cache = (!cfg.data.cache_dir.is_empty()).then(|| Path::new(&cfg.data.cache_dir));

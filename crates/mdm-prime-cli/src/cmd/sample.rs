@@ -14,12 +14,18 @@ use mdm_prime_core::sampling::NoisePrecision;
 use mdm_prime_core::{Codec, Tokenizer};
 use serde_json::json;
 
+use mdm_prime_core::config::{DataKind, RunConfig};
+
+use super::image;
 use super::run::{bar, run_config};
 use crate::args::SampleArgs;
 
 pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let run = RunDir::new(&args.run);
-    let cfg = run_config(&run, &[], &[])?;
+    let cfg = run_config(&run, &args.overrides, &["sample"])?;
+    if cfg.data.kind == DataKind::Image {
+        return sample_images(&args, &cfg, &run);
+    }
     let codec = cfg.codec()?;
     let tokenizer = Tokenizer::new(cfg.data.tokenizer)?;
     let precision = match args.noise.as_str() {
@@ -41,7 +47,8 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         bail!("--num, --batch-size and --steps must be ≥ 1");
     }
     let (template, len) = build_template(&args, &codec, &tokenizer, cfg.data.seq_len)?;
-    let steps = args.steps.unwrap_or(len);
+    let configured = (cfg.sample.steps > 0).then_some(cfg.sample.steps);
+    let steps = args.steps.or(configured).unwrap_or(len);
 
     let device = Device::default();
     let model = load_module(Network::init(&cfg, &codec, &device)?, &run.ema())
@@ -67,7 +74,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let (samples, _) = sample(
         &model,
         &tables,
-        &cfg.schedule,
+        cfg.solver(),
         &settings,
         &template,
         args.num,
@@ -113,6 +120,60 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
         nfe as f64 / samples.len() as f64,
         out_path.display()
     );
+    Ok(())
+}
+
+/// An image run: `--num` samples as a PNG grid beside the JSON lines.
+fn sample_images(args: &SampleArgs, cfg: &RunConfig, run: &RunDir) -> anyhow::Result<()> {
+    if args.prompt.is_some() || args.infill.is_some() || args.len.is_some() {
+        bail!(
+            "--prompt, --infill and --len are for text runs; {} is an image run (use \
+             `mdm-prime impute` to complete partial images)",
+            run.root.display()
+        );
+    }
+    if args.num == 0 || args.batch_size == 0 || args.steps == Some(0) {
+        bail!("--num, --batch-size and --steps must be ≥ 1");
+    }
+    let codec = cfg.codec()?;
+    let device = Device::default();
+    let model = load_module(Network::init(cfg, &codec, &device)?, &run.ema())
+        .with_context(|| format!("loading the EMA weights of {}", run.root.display()))?
+        .valid();
+    let tables = PrimeTables::new(&codec, &device);
+    let steps = args.steps.unwrap_or(cfg.sample_steps());
+    let mut settings = image::settings(cfg, steps, args.seed, args.batch_size);
+    settings.temperature = args.temperature;
+    settings.top_p = args.top_p;
+    let jsonl = args.out.clone().unwrap_or_else(|| {
+        run.root
+            .join("samples")
+            .join(format!("samples-seed{}.jsonl", args.seed))
+    });
+    let png = jsonl.with_extension("png");
+    let pb = bar(steps as u64, "sampling step {pos}/{len} [{bar:30}] ETA {eta}");
+    let t0 = std::time::Instant::now();
+    let samples = image::sample_grid(
+        &model,
+        &tables,
+        cfg,
+        &settings,
+        args.num,
+        &png,
+        &jsonl,
+        &mut |k, _| pb.set_position(k as u64),
+    )?;
+    pb.finish_and_clear();
+    let nfe = samples.iter().map(|s| s.nfe).sum::<usize>() as f64 / samples.len() as f64;
+    let idle = samples.iter().map(|s| s.idle_steps).sum::<usize>() as f64 / samples.len() as f64;
+    eprintln!(
+        "{} images in {:.1} s ({steps} steps, mean NFE {nfe:.1}, mean idle steps {idle:.1}); \
+         raw samples: {}",
+        samples.len(),
+        t0.elapsed().as_secs_f64(),
+        jsonl.display()
+    );
+    println!("{}", png.display());
     Ok(())
 }
 

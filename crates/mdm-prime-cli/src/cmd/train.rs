@@ -10,7 +10,10 @@ use mdm_prime::checkpoint::RunDir;
 use mdm_prime::train::{self, TrainEvent, Trainer};
 use mdm_prime_core::config::RunConfig;
 
+use mdm_prime_core::data::Dataset;
+
 use super::eval::print_report;
+use super::image;
 use super::run::{CPU_PRESET, bar, load_data};
 use crate::args::TrainArgs;
 
@@ -53,17 +56,37 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("runs/{}", cfg.name).into()),
     );
 
-    let (data, _) = load_data(&cfg, &cfg.data.source)?;
-    eprintln!(
-        "data: {} — {} tokens, {} train / {} validation blocks of {} ({}){}",
-        data.source,
-        data.n_tokens,
-        data.n_train(),
-        data.n_val(),
-        data.seq_len,
-        cfg.data.tokenizer,
-        if data.from_cache { ", from cache" } else { "" }
-    );
+    let data = load_data(&cfg, &cfg.data.source)?;
+    let mut cfg = cfg;
+    if let Some(shape) = data.image {
+        // The image shape (and so L) comes from the data and is recorded in the run's config.
+        cfg.data.image = Some(shape);
+        cfg.data.seq_len = shape.tokens();
+        cfg.validate()?;
+        eprintln!(
+            "data: {} — {} train / {} validation images of {shape} ({} tokens each, V = 256){}",
+            data.source,
+            data.n_train(),
+            data.n_val(),
+            data.seq_len,
+            if cfg.data.flip {
+                ", random horizontal flips"
+            } else {
+                ""
+            }
+        );
+    } else {
+        eprintln!(
+            "data: {} — {} tokens, {} train / {} validation blocks of {} ({}){}",
+            data.source,
+            data.n_tokens,
+            data.n_train(),
+            data.n_val(),
+            data.seq_len,
+            cfg.data.tokenizer,
+            if data.from_cache { ", from cache" } else { "" }
+        );
+    }
     let unigram = data.unigram_baseline();
 
     let device = Device::default();
@@ -163,13 +186,73 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             report.sequences,
             data.n_val()
         );
-        print_report(report, unigram);
+        print_report(report, unigram, data.image.is_some());
     }
-    print_samples(&trainer, &cfg)?;
+    if data.image.is_some() {
+        image_grids(&trainer, &cfg, &data)?;
+    } else {
+        print_samples(&trainer, &cfg)?;
+    }
     println!(
         "next: mdm-prime eval --run {} (full validation set); loss curve: {}",
         run.root.display(),
         run.loss_plot().display()
+    );
+    Ok(())
+}
+
+/// For an image run: a grid of 16 samples and an imputation grid (8 validation images, left half
+/// observed, 2 completions each) from the EMA weights, under `<run>/samples/`.
+fn image_grids(trainer: &Trainer, cfg: &RunConfig, data: &Dataset) -> anyhow::Result<()> {
+    use burn::module::Module;
+    use mdm_prime_core::observe::{Observe, observed_slots};
+    use rand::SeedableRng;
+    let model = trainer.ema.clone().valid();
+    let steps = cfg.sample_steps();
+    let settings = image::settings(cfg, steps, cfg.seed, 16);
+    let dir = trainer.run.root.join("samples");
+    let png = dir.join(format!("samples-seed{}.png", cfg.seed));
+    let jsonl = dir.join(format!("samples-seed{}.jsonl", cfg.seed));
+    let pb = bar(32 * steps as u64, "sampling {pos}/{len} [{bar:30}] ETA {eta}");
+    let samples = image::sample_grid(
+        &model,
+        &trainer.tables,
+        cfg,
+        &settings,
+        16,
+        &png,
+        &jsonl,
+        &mut |k, _| pb.set_position(k as u64),
+    )?;
+    let nfe = samples.iter().map(|s| s.nfe).sum::<usize>() as f64 / samples.len() as f64;
+    println!(
+        "16 samples ({steps} steps, mean NFE {nfe:.1}): {}",
+        png.display()
+    );
+    let shape = image::shape_of(cfg, "train")?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let observed = observed_slots(&[Observe::LeftHalf], shape, cfg.prime.ell, &mut rng)?;
+    let originals: Vec<&[u32]> = (0..8.min(data.n_val())).map(|i| data.val_block(i)).collect();
+    let png = dir.join("impute-left-half.png");
+    image::impute_grid(
+        &model,
+        &trainer.tables,
+        cfg,
+        &settings,
+        &originals,
+        &observed,
+        2,
+        &png,
+        &mut |k, _| pb.set_position((16 * steps + k) as u64),
+    )?;
+    pb.finish_and_clear();
+    println!(
+        "imputation (rows: original, left half observed, 2 completions): {}",
+        png.display()
+    );
+    println!(
+        "more: mdm-prime sample --run {0} --num 64; mdm-prime impute --run {0} --observe digits:0",
+        trainer.run.root.display()
     );
     Ok(())
 }

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::objective::Objective;
 use crate::schedule::Schedule;
 use crate::subtoken::Codec;
+use crate::solver::{DrawMode, Solver, Tempering, Warp};
 use crate::tokenizer::TokenizerKind;
 
 mod model;
@@ -33,6 +34,56 @@ pub struct RunConfig {
     pub schedule: Schedule,
     pub train: TrainConfig,
     pub eval: EvalConfig,
+    pub sample: SampleConfig,
+}
+
+/// `[sample]`: the reverse process `sample`, `impute` and the end of `train` use (design §7).
+/// The defaults are the text sampler of §7.1; image presets set the §7.3 controls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SampleConfig {
+    /// Reverse steps T (0 = L, one per token).
+    pub steps: usize,
+    /// `joint` (one token per revealed position) or `marginals` (each revealed digit from its
+    /// marginal: the image code's carry-over solver).
+    pub draw: DrawMode,
+    /// `[a, p, c]`: logits divided by `a·τ^p + c` at flow time τ = 1 − t; `[1, 0, 0]` = off.
+    pub temperature_schedule: [f64; 3],
+    /// `[a, p, c]`: the image grid `t_i = 1 − g(i/T)`, `g(τ) = 1 − a(1 − τ)^p + c`; absent = the
+    /// text grid `linspace(1, 1e-5, T + 1)`.
+    pub time_warp: Option<[f64; 3]>,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        SampleConfig {
+            steps: 0,
+            draw: DrawMode::Joint,
+            temperature_schedule: Tempering::IDENTITY.0,
+            time_warp: None,
+        }
+    }
+}
+
+impl RunConfig {
+    /// The reverse process `[sample]` and `[schedule]` describe.
+    pub fn solver(&self) -> Solver {
+        Solver {
+            schedule: self.schedule,
+            draw: self.sample.draw,
+            warp: self.sample.time_warp.map(Warp),
+            tempering: Tempering(self.sample.temperature_schedule),
+        }
+    }
+
+    /// Reverse steps: `[sample] steps`, or L when it is 0.
+    pub fn sample_steps(&self) -> usize {
+        if self.sample.steps == 0 {
+            self.data.seq_len
+        } else {
+            self.sample.steps
+        }
+    }
 }
 
 /// `[data]`: what the token grids are made of. `kind = "text"` (a corpus, tokenised and wrapped
@@ -168,6 +219,7 @@ impl Default for RunConfig {
             schedule: Schedule::default(),
             train: TrainConfig::default(),
             eval: EvalConfig::default(),
+            sample: SampleConfig::default(),
         }
     }
 }
@@ -237,7 +289,9 @@ impl Default for EvalConfig {
 }
 
 /// The top-level sections and keys, for error messages.
-const SECTIONS: [&str; 6] = ["data", "prime", "model", "schedule", "train", "eval"];
+const SECTIONS: [&str; 7] = [
+    "data", "prime", "model", "schedule", "train", "eval", "sample",
+];
 
 /// Sections that are enums tagged by `kind`, with the kind a section without one has.
 const TAGGED: [(&str, &str); 2] = [("schedule", "loglinear"), ("model", "dit")];
@@ -372,6 +426,7 @@ impl RunConfig {
                 "log_every and checkpoint_every must be ≥ 1".into(),
             );
         }
+        self.solver().validate(self.sample_steps())?;
         if self.eval.time_draws == 0 || self.eval.batch_size == 0 {
             return err(
                 "eval.time_draws",
