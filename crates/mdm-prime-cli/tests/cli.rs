@@ -316,3 +316,175 @@ fn isr_reproduces_table_1_in_closed_form_and_simulation() {
     let o = mdm_prime(&["isr", "--ell", "0"]);
     assert!(!o.status.success());
 }
+
+/// The image preset, shrunk to an 8 × 8 image set a test writes.
+fn image_args<'a>(config: &'a str, data: &'a str, run: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--config",
+        config,
+        "--data",
+        data,
+        "--run-dir",
+        run,
+        "--set",
+        "model.channel_mult=[1,2]",
+        "--set",
+        "model.channels=16",
+        "--set",
+        "model.embed_dim=16",
+        "--set",
+        "model.head_channels=16",
+        "--set",
+        "model.attention_ds=[2]",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "train.eval_sequences=4",
+        "--set",
+        "sample.steps=4",
+        "--set",
+        "data.val_fraction=0.25",
+        "--quiet",
+        "--steps",
+        "2",
+    ]
+}
+
+fn write_png(path: &std::path::Path, h: usize, w: usize, seed: u32) {
+    use mdm_prime_core::data::image::{ImageShape, write_png_grid};
+    let px: Vec<u32> = (0..(h * w) as u32)
+        .map(|k| (k * 37 + seed * 11) % 256)
+        .collect();
+    write_png_grid(path, &[px], ImageShape::new(h, w, 1), 1).unwrap();
+}
+
+#[test]
+fn image_runs_train_sample_impute_and_eval_in_bits_per_dim() {
+    let dir = temp_dir("image");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/fmnist-cpu.toml");
+    let pngs = dir.join("pngs");
+    std::fs::create_dir_all(&pngs).unwrap();
+    for k in 0..8 {
+        write_png(&pngs.join(format!("img{k}.png")), 8, 8, k);
+    }
+    let run = dir.join("run");
+    let (data, run_s) = (pngs.to_str().unwrap(), run.to_str().unwrap());
+    let o = mdm_prime(&image_args(config, data, run_s));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    let out = stdout(&o);
+    assert!(
+        out.contains("bits/dim") && out.contains("histogram"),
+        "{out}"
+    );
+    assert!(run.join("samples/samples-seed1.png").exists());
+    assert!(run.join("samples/impute-left-half.png").exists());
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        cfg.contains("kind = \"unet\"") && cfg.contains("seq_len = 64"),
+        "{cfg}"
+    );
+
+    let o = mdm_prime(&["sample", "--run", run_s, "--num", "3", "--steps", "4"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(run.join("samples/samples-seed1.png").exists());
+    let o = mdm_prime(&[
+        "impute",
+        "--run",
+        run_s,
+        "--observe",
+        "left-half",
+        "--observe",
+        "digits:0",
+        "--num",
+        "2",
+        "--completions",
+        "1",
+        "--steps",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::path::Path::new(stdout(&o).trim()).exists());
+    let o = mdm_prime(&["eval", "--run", run_s, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(v["elbo_bits_per_dim"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["histogram_bits_per_dim"].as_f64().unwrap() > 0.0, "{v}");
+
+    // Text-only flags on an image run, and an image command on a text run, are clear errors.
+    let o = mdm_prime(&["sample", "--run", run_s, "--prompt", "hello"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("image run"));
+    let o = mdm_prime(&["impute", "--run", run_s, "--observe", "upper-half"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("forms:"));
+    let text_run = dir.join("text-run");
+    let mut args = vec!["train", "--run-dir", text_run.to_str().unwrap()];
+    args.extend(TINY);
+    args.push("1");
+    assert!(mdm_prime(&args).status.success());
+    let o = mdm_prime(&[
+        "impute",
+        "--run",
+        text_run.to_str().unwrap(),
+        "--observe",
+        "left-half",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("text run"));
+    // A text run's weights cannot be read as the U-Net of an image config, and vice versa.
+    std::fs::copy(
+        run.join("ema.safetensors"),
+        text_run.join("ema.safetensors"),
+    )
+    .unwrap();
+    let o = mdm_prime(&["eval", "--run", text_run.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_image_data_fails_clearly_and_writes_nothing() {
+    let dir = temp_dir("bad-images");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/fmnist-cpu.toml");
+    // An IDX file with the labels' magic (0x801) where images (0x803) belong.
+    let idx = dir.join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    let mut bytes = vec![0, 0, 8, 1, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 4];
+    bytes.extend([7u8; 32]);
+    std::fs::write(idx.join("train-images-idx3-ubyte"), &bytes).unwrap();
+    // A truncated IDX file: the header promises 2 images of 4 × 4, 20 bytes follow.
+    let short = dir.join("short");
+    std::fs::create_dir_all(&short).unwrap();
+    bytes[3] = 3;
+    bytes.truncate(16 + 20);
+    std::fs::write(short.join("train-images-idx3-ubyte"), &bytes).unwrap();
+    // PNGs of two sizes.
+    let mixed = dir.join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    write_png(&mixed.join("a.png"), 8, 8, 0);
+    write_png(&mixed.join("b.png"), 8, 6, 1);
+    // A truncated CIFAR-10 batch.
+    let cifar = dir.join("cifar");
+    std::fs::create_dir_all(&cifar).unwrap();
+    std::fs::write(cifar.join("data_batch_1.bin"), vec![3u8; 3073 + 100]).unwrap();
+    for (data, needle) in [
+        (&idx, "magic"),
+        (&short, "bytes"),
+        (&mixed, "b.png"),
+        (&cifar, "data_batch_1.bin"),
+    ] {
+        let run = dir.join("run");
+        let o = mdm_prime(&image_args(
+            config,
+            data.to_str().unwrap(),
+            run.to_str().unwrap(),
+        ));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "{data:?} was accepted");
+        assert!(err.contains(needle), "{data:?}: {err}");
+        assert!(!run.exists(), "{data:?}: a run directory was written");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

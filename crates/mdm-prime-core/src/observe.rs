@@ -192,7 +192,10 @@ mod tests {
             "digits:0,6".parse::<Observe>().unwrap(),
             Observe::Digits(vec![0, 6])
         );
-        assert_eq!("random:0.5".parse::<Observe>().unwrap(), Observe::Random(0.5));
+        assert_eq!(
+            "random:0.5".parse::<Observe>().unwrap(),
+            Observe::Random(0.5)
+        );
         for bad in ["upper-half", "center", "random:2", "digits:", "digits:a"] {
             let e = bad.parse::<Observe>().unwrap_err().to_string();
             assert!(e.contains("forms:"), "{bad}: {e}");

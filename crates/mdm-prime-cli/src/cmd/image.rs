@@ -132,9 +132,7 @@ pub fn impute_grid<M: Denoiser>(
     let mut grid: Vec<&[u32]> = originals.to_vec();
     grid.extend(observed_images.iter().map(|v| v.as_slice()));
     for c in 0..completions {
-        grid.extend(
-            (0..originals.len()).map(|i| samples[i * completions + c].tokens.as_slice()),
-        );
+        grid.extend((0..originals.len()).map(|i| samples[i * completions + c].tokens.as_slice()));
     }
     make_parent(png)?;
     write_png_grid(png, &grid, shape, originals.len())?;

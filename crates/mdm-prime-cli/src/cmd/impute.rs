@@ -51,14 +51,23 @@ pub fn run(args: ImputeArgs) -> anyhow::Result<()> {
         .observe
         .join("+")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let out = args.out.clone().unwrap_or_else(|| {
         run.root
             .join("samples")
             .join(format!("impute-{tag}-seed{}.png", args.seed))
     });
-    let pb = bar(steps as u64, "imputing step {pos}/{len} [{bar:30}] ETA {eta}");
+    let pb = bar(
+        steps as u64,
+        "imputing step {pos}/{len} [{bar:30}] ETA {eta}",
+    );
     let t0 = std::time::Instant::now();
     let samples = image::impute_grid(
         &model,

@@ -7,8 +7,8 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use mdm_prime::checkpoint::RunDir;
 use mdm_prime_core::Tokenizer;
-use mdm_prime_core::config::RunConfig;
 use mdm_prime_core::config::DataKind;
+use mdm_prime_core::config::RunConfig;
 use mdm_prime_core::data::image::{ImageSource, load_image_dataset};
 use mdm_prime_core::data::{CorpusSource, Dataset, load_dataset};
 

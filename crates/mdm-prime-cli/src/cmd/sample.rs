@@ -151,7 +151,10 @@ fn sample_images(args: &SampleArgs, cfg: &RunConfig, run: &RunDir) -> anyhow::Re
             .join(format!("samples-seed{}.jsonl", args.seed))
     });
     let png = jsonl.with_extension("png");
-    let pb = bar(steps as u64, "sampling step {pos}/{len} [{bar:30}] ETA {eta}");
+    let pb = bar(
+        steps as u64,
+        "sampling step {pos}/{len} [{bar:30}] ETA {eta}",
+    );
     let t0 = std::time::Instant::now();
     let samples = image::sample_grid(
         &model,

@@ -213,7 +213,10 @@ fn image_grids(trainer: &Trainer, cfg: &RunConfig, data: &Dataset) -> anyhow::Re
     let dir = trainer.run.root.join("samples");
     let png = dir.join(format!("samples-seed{}.png", cfg.seed));
     let jsonl = dir.join(format!("samples-seed{}.jsonl", cfg.seed));
-    let pb = bar(32 * steps as u64, "sampling {pos}/{len} [{bar:30}] ETA {eta}");
+    let pb = bar(
+        32 * steps as u64,
+        "sampling {pos}/{len} [{bar:30}] ETA {eta}",
+    );
     let samples = image::sample_grid(
         &model,
         &trainer.tables,
@@ -232,7 +235,9 @@ fn image_grids(trainer: &Trainer, cfg: &RunConfig, data: &Dataset) -> anyhow::Re
     let shape = image::shape_of(cfg, "train")?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let observed = observed_slots(&[Observe::LeftHalf], shape, cfg.prime.ell, &mut rng)?;
-    let originals: Vec<&[u32]> = (0..8.min(data.n_val())).map(|i| data.val_block(i)).collect();
+    let originals: Vec<&[u32]> = (0..8.min(data.n_val()))
+        .map(|i| data.val_block(i))
+        .collect();
     let png = dir.join("impute-left-half.png");
     image::impute_grid(
         &model,

@@ -13,8 +13,8 @@ use crate::data::image::{ImageShape, PIXEL_VOCAB};
 use crate::error::{Error, Result};
 use crate::objective::Objective;
 use crate::schedule::Schedule;
-use crate::subtoken::Codec;
 use crate::solver::{DrawMode, Solver, Tempering, Warp};
+use crate::subtoken::Codec;
 use crate::tokenizer::TokenizerKind;
 
 mod model;

@@ -125,7 +125,11 @@ fn unet_run_trains_and_resumes_exactly() {
     b.step(&data).unwrap();
     assert_eq!(weights(&a), weights(&b), "resumed image run differs");
     // Tensor names are the U-Net's own (no enum level), e.g. `embed.weight`.
-    assert!(named_params(&a.model).iter().any(|p| p.path == "embed.weight"));
+    assert!(
+        named_params(&a.model)
+            .iter()
+            .any(|p| p.path == "embed.weight")
+    );
     let report = a.validate(&data, 4).unwrap();
     assert!(report.elbo_nats_per_token.is_finite() && report.elbo_nats_per_token > 0.0);
     for dir in [dir_a, dir_b] {
@@ -260,7 +264,10 @@ fn pixel_codes_stay_valid_with_carry_over_and_marginals_run_on_grids() {
     )
     .unwrap();
     let invalid: usize = s.iter().map(|x| x.invalid_codes).sum();
-    assert!(invalid > 0, "hot marginal draws over 512 pixels never formed an invalid code");
+    assert!(
+        invalid > 0,
+        "hot marginal draws over 512 pixels never formed an invalid code"
+    );
     // The image grid ends at t = 0, so nothing is left for noise removal: NFE ≤ T.
     assert!(s.iter().all(|x| x.nfe <= 16 && x.steps == 16));
 }
