@@ -17,7 +17,7 @@
 //! | α_t | `alpha` | — |
 //!
 //! Time convention: t = 0 clean, t = 1 fully masked; `α_t` is the unmasked probability.
-//! Section numbers (§) refer to the project's method specification.
+//! Section numbers (design §N) refer to `docs/design.md`, the method in this project's words.
 
 pub mod config;
 pub mod data;

@@ -1,4 +1,4 @@
-//! The forward (noising) process (spec §3.1): every sub-token is masked independently with
+//! The forward (noising) process (design §3.1): every sub-token is masked independently with
 //! probability `1 − α_t`, one t per sequence, the same t for all sub-tokens of that sequence.
 
 use rand::{Rng, RngExt};
@@ -81,7 +81,7 @@ mod tests {
         }
     }
 
-    /// Monte-Carlo version of the weight fact (spec §4.5), through the production time sampler,
+    /// Monte-Carlo version of the weight fact (design §4.5), through the production time sampler,
     /// forward process and weight: E[w(t) · #masked] = ℓ (the ELBO's expected total weight),
     /// up to the ε cut-offs of training (t ≥ 1e-3, mask prob 0.999 t).
     #[test]

@@ -1,9 +1,9 @@
-//! Which training/evaluation objective (spec §4). The tensor implementations live in the
+//! Which training/evaluation objective (design §4). The tensor implementations live in the
 //! `mdm-prime` crate (`objective.rs`); this enum is what configs and reports name.
 
 use serde::{Deserialize, Serialize};
 
-/// The two per-token objectives of spec §4.5. Both equal MDLM's objective when ℓ = 1.
+/// The two per-token objectives of design §4.5. Both equal MDLM's objective when ℓ = 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Objective {

@@ -1,4 +1,4 @@
-//! The model-free half of the ancestral sampler (spec §7.1, §10.1): the time grid, the reveal
+//! The model-free half of the ancestral sampler (design §7.1, §10.1): the time grid, the reveal
 //! probability of a masked sub-token, categorical draws by the exponential race, nucleus
 //! filtering, and the idle-step statistics (simulated and in closed form).
 //!
@@ -22,14 +22,14 @@ pub fn time_grid(steps: usize) -> Vec<f64> {
 }
 
 /// Probability that a sub-token still masked at time `t` is revealed by time `s < t`:
-/// `(α_s − α_t)/(1 − α_t)` (spec §3.1; `(t − s)/t` for the linear schedule).
+/// `(α_s − α_t)/(1 − α_t)` (design §3.1; `(t − s)/t` for the linear schedule).
 pub fn reveal_probability(schedule: &Schedule, t: f64, s: f64) -> f64 {
     let (at, as_) = (schedule.alpha(t), schedule.alpha(s));
     ((as_ - at) / (1.0 - at)).clamp(0.0, 1.0)
 }
 
 /// Closed-form idle-step ratio of one sequence of `n_sub = ℓ·L` sub-tokens on the grid
-/// (spec §10.1): step k is idle with probability `(1 − (α_{s_k} − α_{t_k}))^{ℓL}`; the ratio is
+/// (design §10.1): step k is idle with probability `(1 − (α_{s_k} − α_{t_k}))^{ℓL}`; the ratio is
 /// the mean over the T steps. For α = 1 − t on a uniform grid this is `(1 − 1/T)^{ℓL}`.
 pub fn isr_closed_form(schedule: &Schedule, steps: usize, n_sub: usize) -> f64 {
     let grid = time_grid(steps);
@@ -40,7 +40,7 @@ pub fn isr_closed_form(schedule: &Schedule, steps: usize, n_sub: usize) -> f64 {
     idle / steps as f64
 }
 
-/// Expected network evaluations with idle-step caching (spec §10.1):
+/// Expected network evaluations with idle-step caching (design §10.1):
 /// `1 + Σ_{k=0}^{T−2} (1 − P(step k idle))`, plus 1 for the final noise removal.
 pub fn nfe_expected(schedule: &Schedule, steps: usize, n_sub: usize) -> f64 {
     let grid = time_grid(steps);
@@ -73,7 +73,7 @@ pub fn simulate_idle_steps(
     idle
 }
 
-/// Precision of the exponential-race noise (spec §7.1: `sampling_dtype`; fp64 recommended).
+/// Precision of the exponential-race noise (design §7.1: `sampling_dtype`; fp64 recommended).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NoisePrecision {
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn table_1_isr_in_closed_form() {
-        // α = 1 − t on the code's grid; the spec's (1 − 1/T)^{ℓL} values to 1e-4 absolute.
+        // α = 1 − t on the code's grid; the design's (1 − 1/T)^{ℓL} values to 1e-4 absolute.
         let s = Schedule::LINEAR;
         let expect = [
             (1, 0.367700),
@@ -164,7 +164,7 @@ mod tests {
     fn reveal_probability_is_t_minus_s_over_t_for_linear() {
         assert!((reveal_probability(&Schedule::LINEAR, 0.5, 0.25) - 0.5).abs() < 1e-15);
         assert!((reveal_probability(&Schedule::default(), 0.5, 0.25) - 0.5).abs() < 1e-12);
-        // Telescoping: revealed during step k with probability Δα_k (spec §10.1).
+        // Telescoping: revealed during step k with probability Δα_k (design §10.1).
         let s = Schedule::default();
         let g = time_grid(10);
         // P(still masked at t) = 1 − α_t for a sub-token masked by the forward process.

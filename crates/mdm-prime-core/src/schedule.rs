@@ -1,4 +1,4 @@
-//! Noise schedules, loss weights and time sampling (spec §3).
+//! Noise schedules, loss weights and time sampling (design §3).
 //!
 //! One convention throughout: **t = 0 is clean, t = 1 is fully masked** (the text convention),
 //! and `α_t` is the probability that a sub-token is still *un*masked at time t. The image
@@ -12,21 +12,21 @@ use crate::error::{Error, Result};
 
 /// The ε of the log-linear schedule (`text/utils/noise_schedule.py::LogLinearNoise`).
 pub const LOGLINEAR_EPS: f64 = 1e-3;
-/// The lower end of training times, `training.sampling_eps` (spec §3.2).
+/// The lower end of training times, `training.sampling_eps` (design §3.2).
 pub const SAMPLING_EPS: f64 = 1e-3;
 
 /// A masking schedule: `α_t`, its derivative, and the ELBO loss weight `−α'_t / (1 − α_t)`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Schedule {
-    /// `α_t = 1 − (1 − ε)t` (MDLM's log-linear noise; spec §3.2). Its loss weight is exactly `1/t`.
-    /// `eps = 0` gives the linear schedule `α_t = 1 − t` of the spec's exact cases (§4.5, §10.1).
+    /// `α_t = 1 − (1 − ε)t` (MDLM's log-linear noise; design §3.2). Its loss weight is exactly `1/t`.
+    /// `eps = 0` gives the linear schedule `α_t = 1 − t` of the design's exact cases (§4.5, §10.1).
     Loglinear {
         /// ε, default 1e-3.
         #[serde(default = "default_eps")]
         eps: f64,
     },
-    /// The image schedule of spec §3.3: unmasked probability `s^n` at flow time `s` (s = 0 masked),
+    /// The image schedule of design §3.3: unmasked probability `s^n` at flow time `s` (s = 0 masked),
     /// i.e. `α_t = (1 − t)^n` in this module's convention. Default n = 3.
     Polynomial {
         /// The exponent n (> 0).
@@ -93,8 +93,8 @@ impl Schedule {
 
     /// The continuous-time ELBO weight `−α'_t / (1 − α_t)` (positive for t > 0).
     ///
-    /// Log-linear: `(1−ε)/((1−ε)t) = 1/t` exactly (spec §10.3). Polynomial:
-    /// `n s^(n−1) / (1 − s^n)` with `s = 1 − t` (spec §4.4).
+    /// Log-linear: `(1−ε)/((1−ε)t) = 1/t` exactly (design §10.3). Polynomial:
+    /// `n s^(n−1) / (1 − s^n)` with `s = 1 − t` (design §4.4).
     pub fn loss_weight(&self, t: f64) -> f64 {
         match *self {
             Schedule::Loglinear { .. } => 1.0 / t,
@@ -103,7 +103,7 @@ impl Schedule {
     }
 }
 
-/// Draws `n` training times on `[eps, 1]` (spec §3.2).
+/// Draws `n` training times on `[eps, 1]` (design §3.2).
 ///
 /// Antithetic (stratified): `u_k ← (u_k/n + k/n) mod 1` with `u ~ U(0,1)^n`, one stratum per
 /// sample; then `t = (1 − eps)·u + eps`. Without `antithetic`, `u` is i.i.d. uniform.
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn loglinear_weight_is_one_over_t() {
-        // σ(t) = −log(1 − (1−ε)t): the MDLM weight σ'(t)/expm1(σ(t)) equals 1/t (spec §10.3).
+        // σ(t) = −log(1 − (1−ε)t): the MDLM weight σ'(t)/expm1(σ(t)) equals 1/t (design §10.3).
         let s = Schedule::default();
         for t in [1e-3f64, 0.1, 0.5, 0.999, 1.0] {
             let sigma = -(1.0 - 0.999 * t).ln();
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn polynomial_matches_image_convention() {
-        // Image code: unmasked prob s^3 at flow time s, weight n s^(n−1)/(1 − s^n) (spec §4.4).
+        // Image code: unmasked prob s^3 at flow time s, weight n s^(n−1)/(1 − s^n) (design §4.4).
         let s = Schedule::Polynomial { n: 3.0 };
         for flow in [0.1, 0.5, 0.9] {
             let t = 1.0 - flow;
@@ -193,7 +193,7 @@ mod tests {
         }
     }
 
-    /// Expected total weight per token (spec §4.5): ∫ w(t) E[count] dt with α = 1 − t.
+    /// Expected total weight per token (design §4.5): ∫ w(t) E[count] dt with α = 1 − t.
     /// Paper: one term when ≥ 1 digit is masked → H_ℓ. Sub-token ELBO: one per masked digit → ℓ.
     #[test]
     fn expected_total_weights_are_harmonic_and_ell() {

@@ -1,4 +1,4 @@
-//! The sub-tokenizer `f`: token ids ⇄ ℓ base-b digits (spec §2), the consistency filter
+//! The sub-tokenizer `f`: token ids ⇄ ℓ base-b digits (design §2), the consistency filter
 //! (§5.1, "carry-over") and digit marginals (§4.5).
 //!
 //! A token `x ∈ {0..V−1}` is written as ℓ digits in base `b`, most significant first:
@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 
 /// The base-b codec for a vocabulary of `V` tokens and `ℓ` digits per token.
 ///
-/// Holds the V × ℓ digit table (spec §14) that the tensor code gathers from.
+/// Holds the V × ℓ digit table (design §14) that the tensor code gathers from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Codec {
     vocab_size: u32,
@@ -25,7 +25,7 @@ pub struct Codec {
 
 /// The smallest integer `b ≥ 2` with `b^ℓ ≥ V`, or an error if `b^ℓ` does not fit in a `u64`.
 ///
-/// Binary search on `b` with checked integer powers: no float roots (spec §2.1).
+/// Binary search on `b` with checked integer powers: no float roots (design §2.1).
 pub fn base_for(vocab_size: u64, ell: usize) -> Result<u32> {
     if vocab_size < 2 {
         return Err(Error::Codec(format!(
@@ -117,7 +117,7 @@ impl Codec {
         &self.digits
     }
 
-    /// The ℓ digits of token `x`, most significant first (spec §2.2).
+    /// The ℓ digits of token `x`, most significant first (design §2.2).
     pub fn digits(&self, x: u32) -> Result<&[u32]> {
         self.check_token(x)?;
         let start = x as usize * self.ell;
@@ -134,7 +134,7 @@ impl Codec {
     }
 
     /// The integer code `Σ_j y[j]·b^(ℓ−1−j)` of one token's ℓ unmasked digits. May be ≥ V
-    /// (an invalid code, possible only without carry-over, spec §2.4).
+    /// (an invalid code, possible only without carry-over, design §2.4).
     pub fn code(&self, digits: &[u32]) -> Result<u64> {
         self.check_len(digits)?;
         let mut code = 0u64;
@@ -181,7 +181,7 @@ impl Codec {
     }
 
     /// Whether token `x` agrees with every revealed digit of the partially masked token `yt`
-    /// (spec §5.1): for all j, `yt[j] = mask` or `digit(x, j) = yt[j]`. `x` must be < V.
+    /// (design §5.1): for all j, `yt[j] = mask` or `digit(x, j) = yt[j]`. `x` must be < V.
     #[inline]
     pub fn is_consistent(&self, x: u32, yt: &[u32]) -> bool {
         let row = &self.digits[x as usize * self.ell..(x as usize + 1) * self.ell];
@@ -260,7 +260,7 @@ impl Codec {
     }
 
     /// Digit marginals `p̄_j(v) = Σ_{x : digit(x, j) = v} p(x)` from token probabilities over V
-    /// (spec §4.5), by scatter-adding each probability into its digit's bin. O(V·ℓ).
+    /// (design §4.5), by scatter-adding each probability into its digit's bin. O(V·ℓ).
     ///
     /// # Shapes
     /// `probs: [V]` → `[ℓ, b]`, row-major.
@@ -282,7 +282,7 @@ impl Codec {
         Ok(out)
     }
 
-    /// Number of reachable per-token states (spec §2.3): over all 2^ℓ mask patterns, the number
+    /// Number of reachable per-token states (design §2.3): over all 2^ℓ mask patterns, the number
     /// of distinct revealed-digit tuples that some valid token produces. Enumerates 2^ℓ · V.
     pub fn count_states(&self) -> u64 {
         let mut total = 0u64;
@@ -350,7 +350,7 @@ mod tests {
 
     #[test]
     fn base_table_of_spec_2_1() {
-        // (V, ℓ, b, b^ℓ − V) from the spec's table.
+        // (V, ℓ, b, b^ℓ − V) from the design's table.
         let rows = [
             (50257, 2, 225, 368),
             (50257, 3, 37, 396),

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// GPT-2's `<|endoftext|>`, used as both BOS and EOS (spec §8.1).
+/// GPT-2's `<|endoftext|>`, used as both BOS and EOS (design §8.1).
 pub const GPT2_EOS: u32 = 50256;
 
 /// The tokenizers this project ships.

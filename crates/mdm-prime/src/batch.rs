@@ -1,4 +1,4 @@
-//! Token blocks → a noised batch of tensors (spec §3): x₀, y_t, t and the loss weights.
+//! Token blocks → a noised batch of tensors (design §3): x₀, y_t, t and the loss weights.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use mdm_prime_core::noise::noise_batch;

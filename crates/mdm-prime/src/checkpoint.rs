@@ -1,4 +1,4 @@
-//! Run directories and checkpoints (house style §4.5).
+//! Run directories and checkpoints (docs/checkpoints.md; design §15.4).
 //!
 //! ```text
 //! runs/<name>/

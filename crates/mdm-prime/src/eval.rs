@@ -1,4 +1,4 @@
-//! Likelihood evaluation (spec §4.3, §4.5): the valid sub-token bound (`elbo`) as nats/token,
+//! Likelihood evaluation (design §4.3, §4.5): the valid sub-token bound (`elbo`) as nats/token,
 //! bits/token and perplexity with a Monte-Carlo standard error, and the paper's objective under
 //! its own name.
 //!
@@ -27,7 +27,7 @@ pub struct EvalReport {
     pub elbo_ppl: f64,
     /// Monte-Carlo standard error of `elbo_nats_per_token`.
     pub elbo_stderr: f64,
-    /// The paper's objective: not a bound on the NLL when ℓ > 1 (spec §4.5).
+    /// The paper's objective: not a bound on the NLL when ℓ > 1 (design §4.5).
     pub paper_objective_nats_per_token: f64,
     pub paper_objective_stderr: f64,
     pub paper_objective_ppl: f64,

@@ -1,4 +1,4 @@
-//! The two objectives of spec §4 on tensors: what training minimises and evaluation reports.
+//! The two objectives of design §4 on tensors: what training minimises and evaluation reports.
 //!
 //! Both take the model's logits over V (or the shared filtered [`PrimeTables::log_probs`]),
 //! the noised sub-tokens `y_t`, the clean tokens `x₀` and the per-sequence loss weight
@@ -179,7 +179,7 @@ mod tests {
     }
 
     /// Exact value of both objectives for a single token with no context and the Bayes-optimal
-    /// model (spec §4.5): integrate over t ∈ [0, 1] by Gauss–Legendre (the integrand is a
+    /// model (design §4.5): integrate over t ∈ [0, 1] by Gauss–Legendre (the integrand is a
     /// polynomial in t of degree < ℓ), enumerate all 2^ℓ mask patterns and every x₀, and call the
     /// production filter, objective and schedule on the whole enumeration as one batch.
     fn exact_objectives(p: &[f64], ell: usize, carry_over: bool) -> (f64, f64) {
@@ -258,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::approx_constant)] // 0.693147 is the spec's printed value, checked as printed
+    #[allow(clippy::approx_constant)] // 0.693147 is the design's printed value, checked as printed
     fn correlated_digits_paper_is_half_the_entropy() {
         // V = 4, ℓ = 2, b = 2, p = [.5, 0, 0, .5]: digits perfectly correlated.
         for carry_over in [true, false] {

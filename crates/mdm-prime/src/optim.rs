@@ -108,7 +108,7 @@ impl AdamW {
     }
 }
 
-/// EMA decay after `updates` previous updates: `min(decay, (1 + n)/(10 + n))` (spec §8.1).
+/// EMA decay after `updates` previous updates: `min(decay, (1 + n)/(10 + n))` (design §8.1).
 pub fn ema_decay(decay: f64, updates: u64) -> f64 {
     decay.min((1.0 + updates as f64) / (10.0 + updates as f64))
 }

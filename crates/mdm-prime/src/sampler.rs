@@ -1,4 +1,4 @@
-//! The idle-step-aware ancestral sampler (spec §7.1).
+//! The idle-step-aware ancestral sampler (design §7.1).
 //!
 //! Start fully masked (except fixed sub-tokens: a prompt, an infilling template). At each of T
 //! steps from t to s, every still-masked sub-token is revealed with probability

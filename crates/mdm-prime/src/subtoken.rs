@@ -1,4 +1,4 @@
-//! The sub-tokenizer on tensors: the consistency filter ("carry-over", spec §5.1), the filtered
+//! The sub-tokenizer on tensors: the consistency filter ("carry-over", design §5.1), the filtered
 //! log-probabilities that the loss and the sampler share, and digit log-marginals (§4.5).
 //!
 //! Everything is built from the core crate's [`Codec`] digit table, so the tensor and the slice

@@ -1,4 +1,4 @@
-//! The training loop (spec §3.2, §8.1): antithetic times, sub-token masking, objective `paper`
+//! The training loop (design §3.2, §8.1): antithetic times, sub-token masking, objective `paper`
 //! or `elbo`, gradient accumulation, global-norm clipping, AdamW, warm-up LR, EMA, periodic
 //! validation and atomic checkpoints, exact resume.
 //!

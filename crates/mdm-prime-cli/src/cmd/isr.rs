@@ -1,5 +1,5 @@
 //! `mdm-prime isr`: idle-step ratios by simulating the reveal process (it does not depend on the
-//! model, spec §10.1), next to the closed form and the expected NFE.
+//! model, design §10.1), next to the closed form and the expected NFE.
 
 use anyhow::bail;
 use mdm_prime::eval::mean_stderr;

@@ -1,6 +1,6 @@
 //! Run configuration: TOML presets, `--set section.key=value` overrides, validation.
 //!
-//! Resolved in stages (house style §4.4): read the TOML into a table → apply overrides →
+//! Resolved in stages: read the TOML into a table → apply overrides →
 //! deserialise with `deny_unknown_fields` (a misspelt key is an error naming it) → validate
 //! cross-field rules → write the resolved config, every default explicit, into the run dir.
 //! Derived quantities (the base b, mask ids) are never configured.

@@ -1,5 +1,5 @@
 //! MDLM block wrapping of a token stream and the deterministic train / validation split
-//! (spec §8.1).
+//! (design §8.1).
 
 use crate::error::{Error, Result};
 
@@ -13,7 +13,7 @@ pub fn n_blocks(n_tokens: usize, seq_len: usize) -> usize {
     }
 }
 
-/// MDLM wrapping (spec §8.1). `doc_tokens` is the stream of
+/// MDLM wrapping (design §8.1). `doc_tokens` is the stream of
 /// [`tokenize_documents`](super::tokenize_documents) (EOS already after each document). It is
 /// cut into chunks of `L − 2` tokens, the last partial chunk is dropped, and each chunk becomes
 /// `[eos] + chunk + [eos]` (BOS = EOS). Returns the `K = ⌊N / (L − 2)⌋` blocks flat (`K · L`

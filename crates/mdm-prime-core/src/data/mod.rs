@@ -1,5 +1,5 @@
 //! Data: text corpora (reading documents, tokenising them with an on-disk cache, MDLM block
-//! wrapping, the train / validation split, spec §8.1) and images as pixel-token grids
+//! wrapping, the train / validation split, design §8.1) and images as pixel-token grids
 //! ([`image`]). Both end in a [`Dataset`] of fixed-length blocks.
 //!
 //! The text pipeline of [`load_dataset`]:

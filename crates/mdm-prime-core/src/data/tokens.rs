@@ -7,7 +7,7 @@ use super::corpus::CorpusSource;
 use crate::error::Result;
 use crate::tokenizer::Tokenizer;
 
-/// Tokenises documents the MDLM way (spec §8.1): each without special tokens, EOS
+/// Tokenises documents the MDLM way (design §8.1): each without special tokens, EOS
 /// ([`Tokenizer::eos`]) appended after each, all concatenated. For `bytes`, EOS is byte 0, so a
 /// NUL inside a document reads as a separator.
 pub fn tokenize_documents(docs: &[String], tokenizer: &Tokenizer) -> Vec<u32> {

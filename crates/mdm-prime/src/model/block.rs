@@ -1,4 +1,4 @@
-//! The DiT block of MDLM (`DDiTBlock`, spec §6.2): pre-norm adaLN with 6-way shift/scale/gate
+//! The DiT block of MDLM (`DDiTBlock`, design §6.2): pre-norm adaLN with 6-way shift/scale/gate
 //! modulation, bias-free LayerNorm, rotary bidirectional attention, GELU-tanh MLP.
 
 use burn::module::Module;

@@ -1,4 +1,4 @@
-//! The denoiser: MDLM's DiT with MDM-Prime's sub-token encoder (spec §6).
+//! The denoiser: MDLM's DiT with MDM-Prime's sub-token encoder (design §6).
 //!
 //! - **Encoder** (§6.1): one shared `(b+1) × D/ℓ` table embeds each sub-token (mask id b
 //!   included); the ℓ embeddings of a token are concatenated in digit order into D dims.

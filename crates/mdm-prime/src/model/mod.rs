@@ -74,7 +74,7 @@ pub trait Denoiser: Module + Sized + 'static {
     }
 
     /// `log p_θ(x | y_t)` over V, filtered by carry-over when on: the one forward that the
-    /// objectives and the sampler share (house style, habit 6).
+    /// objectives and the sampler share (design §15.2).
     ///
     /// # Shapes
     /// `yt: [B, L, ℓ]`, `sigma: [B]` → `[B, L, V]`.

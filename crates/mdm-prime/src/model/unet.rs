@@ -1,5 +1,5 @@
 //! The image denoiser: the ADM U-Net of the paper's CIFAR-10 / ImageNet-32 runs with MDM-Prime's
-//! sub-token encoder (spec §6.3; `image/models/discrete_unet.py::DiscretePrimeUNetModel` over
+//! sub-token encoder (design §6.3; `image/models/discrete_unet.py::DiscretePrimeUNetModel` over
 //! `image/models/unet.py::UNetModel`, from guided-diffusion via Discrete Flow Matching).
 //!
 //! - **Encoder** (§6.1, §6.3): one shared `(b+1) × C₀/ℓ` table embeds every sub-token (mask id b
@@ -44,7 +44,7 @@ impl Stage {
     }
 }
 
-/// The MDM-Prime image denoiser (spec §6.3): sub-token embedding → ADM U-Net → V-way logits per
+/// The MDM-Prime image denoiser (design §6.3): sub-token embedding → ADM U-Net → V-way logits per
 /// pixel channel.
 #[derive(Module, Debug)]
 pub struct Unet {

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::{LANES, contiguous, custom_unary, exp_f32, f32s, flex_from, rows_per_task, simd};
 
 /// Rotary tables for positions `0..L`, GPT-NeoX "rotate half" layout (`freqs` repeated twice),
-/// base 10000 (spec §6.2), on the host and as `[L, hd]` tensors.
+/// base 10000 (design §6.2), on the host and as `[L, hd]` tensors.
 #[derive(Debug, Clone)]
 pub struct Rope {
     pub seq_len: usize,
@@ -333,7 +333,7 @@ impl Backward<Flex, 1> for AttnBackward {
     }
 }
 
-/// Bidirectional multi-head self-attention with rotary q/k (spec §6.2) from the fused
+/// Bidirectional multi-head self-attention with rotary q/k (design §6.2) from the fused
 /// projection `qkv [B, L, 3D]` (laid out `[3, H, hd]` in the last dim) to the heads' outputs
 /// `[B, L, D]` (before the output projection): split into heads, rotate, `softmax(q·kᵀ/√hd)·v`,
 /// merge heads — one op forward and one backward (the probabilities are kept, the scores are

@@ -201,7 +201,7 @@ impl Backward<Flex, 4> for LnBackward {
 
 /// `modulate(LayerNorm(x)·γ, shift, scale) = x̂·γ·(1 + scale) + shift` with `x̂` the row
 /// normalisation of x (biased variance, ε = [`LN_EPS`], no bias): the pre-norm of every DiT
-/// block and of the final layer (spec §6.2) as one op forward and one backward (f32 on flex, all
+/// block and of the final layer (design §6.2) as one op forward and one backward (f32 on flex, all
 /// four inputs on the same kind of device); [`layer_norm_modulate_composed`] otherwise.
 ///
 /// # Shapes
@@ -291,7 +291,7 @@ pub fn layer_norm_modulate(
 }
 
 /// [`layer_norm_modulate`] from burn's `layer_norm` and tensor ops: `modulate(x̂·γ)` with
-/// `modulate(y) = y·(1 + scale) + shift` (spec §6.2).
+/// `modulate(y) = y·(1 + scale) + shift` (design §6.2).
 pub fn layer_norm_modulate_composed(
     x: Tensor<3>,
     gamma: Tensor<1>,

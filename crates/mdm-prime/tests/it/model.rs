@@ -11,7 +11,7 @@ use mdm_prime::train::Trainer;
 use crate::common::{rng_lock, temp_dir, tiny_config, tiny_data};
 
 /// The modulations and the head start at zero, so the first steps only reach some parameters
-/// (spec §6.2); after three optimiser steps every parameter tensor must get a non-zero gradient.
+/// (design §6.2); after three optimiser steps every parameter tensor must get a non-zero gradient.
 #[test]
 fn every_parameter_receives_a_gradient() {
     let _guard = rng_lock();

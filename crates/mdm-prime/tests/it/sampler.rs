@@ -1,4 +1,4 @@
-//! Sampler invariants (spec §7.1): caching never changes results, fixed sub-tokens stay fixed,
+//! Sampler invariants (design §7.1): caching never changes results, fixed sub-tokens stay fixed,
 //! carry-over never produces an invalid code, NFE follows the idle steps, ISR matches §10.1.
 
 use burn::module::Module;

@@ -1,4 +1,4 @@
-//! The image U-Net (spec §6.3): shapes, the (H, W, C) token layout on both ends, gradients,
+//! The image U-Net (design §6.3): shapes, the (H, W, C) token layout on both ends, gradients,
 //! the paper's parameter count, config validation; `#[ignore]`d timings.
 
 use burn::module::Module;

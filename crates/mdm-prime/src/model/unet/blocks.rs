@@ -1,4 +1,4 @@
-//! The U-Net's layers (spec §6.3; `image/models/unet.py`, from guided-diffusion): the residual
+//! The U-Net's layers (design §6.3; `image/models/unet.py`, from guided-diffusion): the residual
 //! block, the spatial self-attention block, and the parameter-free resampling.
 
 use burn::module::{Module, Param};
