@@ -208,7 +208,8 @@ pub struct IsrArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Configurations: cpu-gpt2 (GPT-2 vocabulary), cpu-bytes; comma-separated.
+    /// Configurations: cpu-gpt2 (GPT-2 vocabulary), cpu-bytes, cpu-fmnist (the image U-Net);
+    /// comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "cpu-gpt2,cpu-bytes")]
     pub config: Vec<String>,
     /// Workloads: train-step, sample; comma-separated.

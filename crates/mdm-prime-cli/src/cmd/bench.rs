@@ -13,6 +13,7 @@ use mdm_prime::sampler::{CacheMode, SampleSettings, Template, sample};
 use mdm_prime::train::Trainer;
 use mdm_prime_core::config::RunConfig;
 use mdm_prime_core::data::Dataset;
+use mdm_prime_core::flops::forward_flops;
 use mdm_prime_core::sampling::NoisePrecision;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -20,13 +21,29 @@ use serde_json::json;
 
 use crate::args::BenchArgs;
 
-/// The named configurations of the performance issue: ℓ = 4, D = 256, 4 layers, 4 heads,
-/// L = 128, batch 16, with the GPT-2 or the byte vocabulary.
+/// configs/fmnist-cpu.toml, the image workload's network and sampler.
+const FMNIST_PRESET: &str = include_str!("../../../../configs/fmnist-cpu.toml");
+
+/// The named configurations: `cpu-gpt2` / `cpu-bytes` (the text workloads: ℓ = 4, D = 256,
+/// 4 layers, 4 heads, L = 128, batch 16, with the GPT-2 or the byte vocabulary) and `cpu-fmnist`
+/// (the image quick start's U-Net on 28 × 28 × 1 images, ℓ = 2, batch 32, T = 196).
 fn bench_config(name: &str) -> anyhow::Result<RunConfig> {
     let tokenizer = match name {
         "cpu-gpt2" => "gpt2",
         "cpu-bytes" => "bytes",
-        other => bail!("unknown bench config {other}: use cpu-gpt2 or cpu-bytes"),
+        "cpu-fmnist" => {
+            let o = [
+                "data.image={height=28,width=28,channels=1}".to_string(),
+                "data.seq_len=784".into(),
+                "name=\"bench\"".into(),
+            ];
+            return Ok(RunConfig::from_toml_str(
+                FMNIST_PRESET,
+                "configs/fmnist-cpu.toml",
+                &o,
+            )?);
+        }
+        other => bail!("unknown bench config {other}: use cpu-gpt2, cpu-bytes or cpu-fmnist"),
     };
     let o: Vec<String> = [
         format!("data.tokenizer={tokenizer}"),
@@ -44,24 +61,6 @@ fn bench_config(name: &str) -> anyhow::Result<RunConfig> {
     ]
     .to_vec();
     Ok(RunConfig::from_toml_str("", name, &o)?)
-}
-
-/// Forward FLOPs of the body for one sequence of L tokens (matmuls only): per layer 24·D² per
-/// token (qkv 6D², out 2D², MLP 16D²) + attention 4·L·D per token.
-fn body_flops(cfg: &RunConfig) -> f64 {
-    let Some(m) = cfg.model.dit() else {
-        return f64::NAN;
-    };
-    let (d, l, n) = (m.d_model as f64, cfg.data.seq_len as f64, m.n_layers as f64);
-    let r = m.mlp_ratio as f64;
-    l * n * ((8.0 + 4.0 * r) * d * d + 4.0 * l * d)
-}
-
-/// Forward FLOPs of the V-way head on one position.
-fn head_flops(cfg: &RunConfig, vocab: u64) -> f64 {
-    cfg.model
-        .dit()
-        .map_or(f64::NAN, |m| 2.0 * m.d_model as f64 * vocab as f64)
 }
 
 /// The expected fraction of tokens with at least one masked sub-token in a training batch,
@@ -167,7 +166,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let (b, l) = (cfg.train.batch_size, cfg.data.seq_len);
         // FLOPs of the work done (`gflops`, `mfu`) and of the model as the reference runs it,
         // with the head on every position of every evaluation (`model_gflop`).
-        let (body, head) = (body_flops(&cfg), head_flops(&cfg, vocab as u64));
+        let f = forward_flops(&cfg.model, l, vocab, cfg.data.image);
+        let (body, head) = (f.body, f.head);
         for workload in &args.workload {
             let dir = std::env::temp_dir().join(format!("mdm-prime-bench-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
@@ -214,14 +214,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 "sample" => {
                     let model = trainer.ema.clone().valid();
+                    let steps = cfg.sample_steps();
                     let settings = SampleSettings {
-                        steps: l,
+                        steps,
                         seq_len: l,
                         temperature: 1.0,
                         top_p: 1.0,
                         seed: 1,
                         precision: NoisePrecision::F64,
-                        carry_over: true,
+                        carry_over: cfg.prime.carry_over,
                         cache,
                         batch_size: b,
                     };
@@ -234,7 +235,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                         let (samples, timing) = sample(
                             &model,
                             &trainer.tables,
-                            &cfg.schedule,
+                            cfg.solver(),
                             &settings,
                             &free,
                             b,
@@ -258,7 +259,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     (
                         ms,
                         done,
-                        json!({"steps": l, "nfe_mean": nfe_mean, "cache": args.cache,
+                        json!({"steps": steps, "nfe_mean": nfe_mean, "cache": args.cache,
                         "head_rows_per_run": head_rows as f64 / reps,
                         "model_gflop": model / 1e9,
                         "outside_network_fraction": other / (net + other),
