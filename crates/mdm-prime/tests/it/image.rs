@@ -294,3 +294,27 @@ fn text_and_image_configs_do_not_mix() {
         .to_string();
     assert!(e.contains("data.image"), "{e}");
 }
+
+#[test]
+fn image_runs_train_under_every_objective() {
+    let _guard = rng_lock();
+    let data = image_data();
+    for (objective, carry_over) in [
+        ("elbo", "true"),
+        ("paper", "true"),
+        ("cross_entropy", "false"),
+    ] {
+        let cfg = image_config(&[
+            &format!("train.objective={objective}"),
+            &format!("prime.carry_over={carry_over}"),
+        ]);
+        let dir = temp_dir(&format!("image-{objective}"));
+        let mut tr = Trainer::open(&cfg, RunDir::new(&dir), false, &Device::default()).unwrap();
+        let losses: Vec<f64> = (0..3).map(|_| tr.step(&data).unwrap().0).collect();
+        assert!(
+            losses.iter().all(|l| l.is_finite() && *l > 0.0),
+            "{objective}: {losses:?}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
