@@ -23,6 +23,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod flops;
+pub mod fsutil;
 pub mod noise;
 pub mod objective;
 pub mod observe;

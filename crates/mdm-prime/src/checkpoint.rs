@@ -104,23 +104,10 @@ impl RunDir {
     }
 }
 
-/// Writes `bytes` to `path` through `<path>.tmp` + fsync + rename.
+/// Writes `bytes` to `path` through a temporary file beside it + fsync + rename
+/// ([`mdm_prime_core::fsutil::write_atomic`]); the error names the path.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    mdm_prime_core::fsutil::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 fn f32_bytes(t: &Tensor<1>) -> Vec<u8> {

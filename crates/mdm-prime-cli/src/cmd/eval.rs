@@ -1,16 +1,12 @@
 //! `mdm-prime eval`: the valid bound (elbo) in nats/token, bits/token and perplexity with its
 //! Monte-Carlo standard error, the paper's objective under its own name, and the unigram floor.
 
-use anyhow::Context;
-use burn::module::Module;
 use burn::tensor::Device;
-use mdm_prime::checkpoint::{RunDir, load_module};
+use mdm_prime::checkpoint::RunDir;
 use mdm_prime::eval::{EvalReport, EvalSettings, evaluate};
-use mdm_prime::model::{Denoiser, Network};
-use mdm_prime::subtoken::PrimeTables;
 use mdm_prime_core::data::unigram_nll;
 
-use super::run::{bar, load_data, run_config};
+use super::run::{bar, load_data, load_ema, run_config};
 use crate::args::EvalArgs;
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
@@ -18,10 +14,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let cfg = run_config(&run, &args.overrides, &["eval"])?;
     let codec = cfg.codec()?;
     let device = Device::default();
-    let model = load_module(Network::init(&cfg, &codec, &device)?, &run.ema())
-        .with_context(|| format!("loading the EMA weights of {}", run.root.display()))?
-        .valid();
-    let tables = PrimeTables::new(&codec, &device);
+    let (model, tables) = load_ema(&cfg, &run, &device)?;
 
     // The run's own corpus gives the training split (for the unigram floor) and, by default,
     // the validation blocks.

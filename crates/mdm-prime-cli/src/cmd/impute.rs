@@ -1,16 +1,13 @@
 //! `mdm-prime impute`: complete partially observed validation images of an image run.
 
-use anyhow::{Context, bail};
-use burn::module::Module;
+use anyhow::bail;
 use burn::tensor::Device;
-use mdm_prime::checkpoint::{RunDir, load_module};
-use mdm_prime::model::{Denoiser, Network};
-use mdm_prime::subtoken::PrimeTables;
+use mdm_prime::checkpoint::RunDir;
 use mdm_prime_core::observe::{Observe, observed_slots};
 use rand::SeedableRng;
 
 use super::image;
-use super::run::{bar, load_data, run_config};
+use super::run::{bar, load_data, load_ema, run_config};
 use crate::args::ImputeArgs;
 
 pub fn run(args: ImputeArgs) -> anyhow::Result<()> {
@@ -39,12 +36,7 @@ pub fn run(args: ImputeArgs) -> anyhow::Result<()> {
     let n = args.num.min(data.n_val());
     let originals: Vec<&[u32]> = (0..n).map(|i| data.val_block(i)).collect();
 
-    let codec = cfg.codec()?;
-    let device = Device::default();
-    let model = load_module(Network::init(&cfg, &codec, &device)?, &run.ema())
-        .with_context(|| format!("loading the EMA weights of {}", run.root.display()))?
-        .valid();
-    let tables = PrimeTables::new(&codec, &device);
+    let (model, tables) = load_ema(&cfg, &run, &Device::default())?;
     let steps = args.steps.unwrap_or(cfg.sample_steps());
     let settings = image::settings(&cfg, steps, args.seed, args.batch_size);
     let tag: String = args

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use mdm_prime::checkpoint::RunDir;
+use mdm_prime::checkpoint::{RunDir, load_module};
+use mdm_prime::model::{Denoiser, Network};
+use mdm_prime::subtoken::PrimeTables;
 use mdm_prime_core::Tokenizer;
 use mdm_prime_core::config::DataKind;
 use mdm_prime_core::config::RunConfig;
@@ -67,6 +69,21 @@ pub fn run_config(
         run.root.display()
     );
     Ok(RunConfig::load(&run.config(), overrides)?)
+}
+
+/// The run's network with its EMA weights (what `eval`, `sample` and `impute` use), without
+/// autodiff, and the digit tables of its codec.
+pub fn load_ema(
+    cfg: &RunConfig,
+    run: &RunDir,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<(Network, PrimeTables)> {
+    use burn::module::Module;
+    let codec = cfg.codec()?;
+    let model = load_module(Network::init(cfg, &codec, device)?, &run.ema())
+        .with_context(|| format!("loading the EMA weights of {}", run.root.display()))?
+        .valid();
+    Ok((model, PrimeTables::new(&codec, device)))
 }
 
 /// A progress bar on stderr.

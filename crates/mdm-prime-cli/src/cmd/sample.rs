@@ -6,10 +6,8 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use burn::module::Module;
 use burn::tensor::Device;
-use mdm_prime::checkpoint::{RunDir, load_module, write_atomic};
-use mdm_prime::model::{Denoiser, Network};
+use mdm_prime::checkpoint::{RunDir, write_atomic};
 use mdm_prime::sampler::{CacheMode, SampleSettings, Template, sample};
-use mdm_prime::subtoken::PrimeTables;
 use mdm_prime_core::sampling::NoisePrecision;
 use mdm_prime_core::{Codec, Tokenizer};
 use serde_json::json;
@@ -17,7 +15,7 @@ use serde_json::json;
 use mdm_prime_core::config::{DataKind, RunConfig};
 
 use super::image;
-use super::run::{bar, run_config};
+use super::run::{bar, load_ema, run_config};
 use crate::args::SampleArgs;
 
 pub fn run(args: SampleArgs) -> anyhow::Result<()> {
@@ -51,10 +49,7 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let steps = args.steps.or(configured).unwrap_or(len);
 
     let device = Device::default();
-    let model = load_module(Network::init(&cfg, &codec, &device)?, &run.ema())
-        .with_context(|| format!("loading the EMA weights of {}", run.root.display()))?
-        .valid();
-    let tables = PrimeTables::new(&codec, &device);
+    let (model, tables) = load_ema(&cfg, &run, &device)?;
     let settings = SampleSettings {
         steps,
         seq_len: len,
@@ -135,12 +130,8 @@ fn sample_images(args: &SampleArgs, cfg: &RunConfig, run: &RunDir) -> anyhow::Re
     if args.num == 0 || args.batch_size == 0 || args.steps == Some(0) {
         bail!("--num, --batch-size and --steps must be ≥ 1");
     }
-    let codec = cfg.codec()?;
     let device = Device::default();
-    let model = load_module(Network::init(cfg, &codec, &device)?, &run.ema())
-        .with_context(|| format!("loading the EMA weights of {}", run.root.display()))?
-        .valid();
-    let tables = PrimeTables::new(&codec, &device);
+    let (model, tables) = load_ema(cfg, run, &device)?;
     let steps = args.steps.unwrap_or(cfg.sample_steps());
     let mut settings = image::settings(cfg, steps, args.seed, args.batch_size);
     settings.temperature = args.temperature;

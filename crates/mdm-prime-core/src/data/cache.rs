@@ -5,9 +5,7 @@
 //! document count u64, FNV-1a of the payload u64, then the tokens as u32.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
 use super::corpus::{CorpusSource, EMBEDDED_TEXT, EMBEDDED_VERSION, list_txt_files, unreadable};
@@ -155,7 +153,6 @@ pub(super) fn read_cache(path: &Path, tokenizer: &Tokenizer) -> Option<(Vec<u32>
 /// Writes a cache file atomically: a temporary `<name>.<pid>.<n>.tmp` beside it (unique per
 /// writer, so concurrent loads cannot clash), fsync, rename.
 pub(super) fn write_cache(path: &Path, tokens: &[u32], n_documents: usize) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let fail = |e: std::io::Error| {
         Error::data(
             path,
@@ -180,24 +177,7 @@ pub(super) fn write_cache(path: &Path, tokens: &[u32], n_documents: usize) -> Re
     let hash = fnv1a64(&buf[CACHE_HEADER_LEN..]);
     buf[28..CACHE_HEADER_LEN].copy_from_slice(&hash.to_le_bytes());
 
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(
-        ".{}.{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp = path.with_file_name(tmp_name);
-    let written = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(&buf)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(fail(e));
-    }
+    crate::fsutil::write_atomic(path, &buf).map_err(fail)?;
     // Make the rename durable where directories can be synced (best effort: not on Windows).
     if let Some(dir) = path.parent()
         && let Ok(d) = fs::File::open(dir)

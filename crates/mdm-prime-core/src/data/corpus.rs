@@ -180,21 +180,12 @@ fn read_text(path: &Path) -> Result<String> {
 /// The `*.txt` files of `dir` (extension compared case-insensitively, not recursive, other
 /// entries ignored), sorted by file name. Errors when there are none.
 pub(super) fn list_txt_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let list_error = |e: std::io::Error| {
+    let files = crate::fsutil::list_files(dir, "txt").map_err(|e| {
         Error::data(
             dir,
             format!("cannot list the folder ({e}); check that it is readable"),
         )
-    };
-    let mut files = Vec::new();
-    for entry in fs::read_dir(dir).map_err(list_error)? {
-        let path = entry.map_err(list_error)?.path();
-        // Unknown metadata (e.g. a broken link) is kept so that reading it reports the problem.
-        let not_a_file = fs::metadata(&path).is_ok_and(|m| !m.is_file());
-        if has_extension(&path, &["txt"]) && !not_a_file {
-            files.push(path);
-        }
-    }
+    })?;
     if files.is_empty() {
         return Err(Error::data(
             dir,
@@ -202,7 +193,6 @@ pub(super) fn list_txt_files(dir: &Path) -> Result<Vec<PathBuf>> {
              (other files are ignored), or pass a single file",
         ));
     }
-    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     Ok(files)
 }
 

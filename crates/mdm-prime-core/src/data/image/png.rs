@@ -5,15 +5,13 @@
 //! three. 16-bit files are rejected (convert them to 8 bits).
 
 use std::fs;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::image::codecs::png::PngEncoder;
 use ::image::{DynamicImage, ExtendedColorType, ImageEncoder, ImageFormat};
 
 use super::{ImageShape, Images, check_pixels};
-use crate::data::corpus::{has_extension, unreadable};
+use crate::data::corpus::unreadable;
 use crate::error::{Error, Result};
 
 /// Pixels between tiles in [`write_png_grid`].
@@ -63,22 +61,12 @@ pub fn read_png(path: &Path) -> Result<(ImageShape, Vec<u8>)> {
 /// The `*.png` files of `dir` (extension compared case-insensitively, not recursive), sorted by
 /// file name. Errors when the folder cannot be listed.
 pub(crate) fn list_png_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let list_error = |e: std::io::Error| {
+    crate::fsutil::list_files(dir, "png").map_err(|e| {
         Error::data(
             dir,
             format!("cannot list the folder ({e}); check that it is readable"),
         )
-    };
-    let mut files = Vec::new();
-    for entry in fs::read_dir(dir).map_err(list_error)? {
-        let path = entry.map_err(list_error)?.path();
-        let not_a_file = fs::metadata(&path).is_ok_and(|m| !m.is_file());
-        if has_extension(&path, &["png"]) && !not_a_file {
-            files.push(path);
-        }
-    }
-    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    Ok(files)
+    })
 }
 
 /// Reads every `*.png` file of `dir`, sorted by name, as one [`Images`].
@@ -183,34 +171,11 @@ pub(crate) fn write_png_atomic(
     height: u32,
     color: ExtendedColorType,
 ) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(
-        ".{}.{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp = path.with_file_name(tmp_name);
-    let written = (|| -> Result<()> {
-        let file = fs::File::create(&tmp).map_err(|e| Error::io(path, e))?;
-        let mut out = BufWriter::new(file);
-        PngEncoder::new(&mut out)
-            .write_image(pixels, width, height, color)
-            .map_err(|e| match e {
-                ::image::ImageError::IoError(e) => Error::io(path, e),
-                other => Error::data(path, format!("cannot encode the PNG ({other})")),
-            })?;
-        out.flush().map_err(|e| Error::io(path, e))?;
-        let file = out
-            .into_inner()
-            .map_err(|e| Error::io(path, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(path, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
+    let mut bytes = Vec::new();
+    PngEncoder::new(&mut bytes)
+        .write_image(pixels, width, height, color)
+        .map_err(|e| Error::data(path, format!("cannot encode the PNG ({e})")))?;
+    crate::fsutil::write_atomic(path, &bytes).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

@@ -1,0 +1,78 @@
+//! File-system helpers shared by the readers and writers: atomic writes and folder listings.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Writes `bytes` to `path` atomically: a temporary `<name>.<pid>.<n>.tmp` beside it (unique per
+/// writer, so concurrent writers cannot clash), fsync, rename. On error the temporary file is
+/// removed and an existing `path` is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = path.with_file_name(tmp_name);
+    let written = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// The files of `dir` whose extension is `ext` (compared case-insensitively; not recursive;
+/// other entries ignored), sorted by file name. An entry whose metadata cannot be read (e.g. a
+/// broken link) is kept, so that reading it reports the problem.
+pub fn list_files(dir: &Path, ext: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let not_a_file = fs::metadata(&path).is_ok_and(|m| !m.is_file());
+        let matches = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case(ext));
+        if matches && !not_a_file {
+            files.push(path);
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_and_listing() {
+        let dir = std::env::temp_dir().join(format!("mdm-prime-fsutil-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("sub.TXT")).unwrap();
+        write_atomic(&dir.join("b.txt"), b"two").unwrap();
+        write_atomic(&dir.join("a.TXT"), b"one").unwrap();
+        write_atomic(&dir.join("c.png"), b"x").unwrap();
+        write_atomic(&dir.join("b.txt"), b"again").unwrap();
+        assert_eq!(fs::read(dir.join("b.txt")).unwrap(), b"again");
+        let names: Vec<String> = list_files(&dir, "txt")
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.TXT", "b.txt"]);
+        assert!(write_atomic(&dir.join("missing/x.txt"), b"").is_err());
+        let left: Vec<_> = fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 4, "no temporary file is left behind");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
