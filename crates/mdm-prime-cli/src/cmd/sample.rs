@@ -4,7 +4,6 @@
 use std::io::Write;
 
 use anyhow::{Context, bail};
-use burn::module::Module;
 use burn::tensor::Device;
 use mdm_prime::checkpoint::{RunDir, write_atomic};
 use mdm_prime::sampler::{CacheMode, SampleSettings, Template, sample};
