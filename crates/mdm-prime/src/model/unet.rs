@@ -25,7 +25,7 @@ use mdm_prime_core::Codec;
 pub use mdm_prime_core::config::UnetConfig;
 
 pub use blocks::{AttentionBlock, ResBlock, avg_pool2, upsample2};
-use blocks::{conv, group_norm, group_norm_affine, zero_conv};
+use blocks::{conv, conv_forward, group_norm, group_norm_affine, zero_conv};
 
 /// One encoder or decoder step: a res-block, then attention at the configured resolutions.
 #[derive(Module, Debug)]
@@ -176,7 +176,7 @@ impl Unet {
         let span = crate::profile::span("embedding");
         let x = self.embed_input(yt);
         let mut h = match &self.input_proj {
-            Some(p) => p.forward(x),
+            Some(p) => conv_forward(p, x),
             None => x,
         };
         drop(span);
@@ -212,7 +212,7 @@ impl Unet {
         let g = self.out_norm.gamma.as_ref().expect("affine").val();
         let b = self.out_norm.beta.as_ref().expect("affine").val();
         let h = silu(group_norm_affine(h, self.out_norm.num_groups, g, b));
-        self.output_to_tokens(self.out_conv.forward(h))
+        self.output_to_tokens(conv_forward(&self.out_conv, h))
     }
 
     /// The encoder: sub-token embeddings concatenated per pixel, channel index

@@ -7,7 +7,7 @@ use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, 
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor};
 
-use crate::ops::dropout;
+use crate::ops::{conv2d_module, dropout};
 
 /// GroupNorm ε (PyTorch's default, used by ADM's `GroupNorm32`).
 const GN_EPS: f64 = 1e-5;
@@ -28,6 +28,16 @@ pub fn zero_conv(c_in: usize, c_out: usize, k: usize, device: &Device) -> Conv2d
         .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
         .with_initializer(Initializer::Zeros)
         .init(device)
+}
+
+/// `conv.forward(x)` as one im2col + GEMM op forward and backward ([`conv2d_module`]: burn-flex's
+/// conv2d weight gradient is several times slower than the GEMM it amounts to). The module keeps
+/// the parameters (and their checkpoint names); only the computation changes.
+///
+/// # Shapes
+/// `x: [B, C_in, H, W]` → `[B, C_out, H, W]`.
+pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv2d_module(conv, x)
 }
 
 /// ADM's `normalization(ch)`: GroupNorm with learned per-channel weight and bias.
@@ -144,7 +154,7 @@ impl ResBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let h = norm_silu(&self.norm1, x.clone());
         let span = crate::profile::span("conv");
-        let h = self.conv1.forward(h);
+        let h = conv_forward(&self.conv1, h);
         drop(span);
         let span = crate::profile::span("norm");
         let (mut g, mut b) = affine(&self.norm2);
@@ -160,9 +170,9 @@ impl ResBlock {
         let h = dropout(h, &self.dropout);
         drop(span);
         let _span = crate::profile::span("conv");
-        let h = self.conv2.forward(h);
+        let h = conv_forward(&self.conv2, h);
         let x = match &self.skip {
-            Some(skip) => skip.forward(x),
+            Some(skip) => conv_forward(skip, x),
             None => x,
         };
         x + h
@@ -202,7 +212,7 @@ impl AttentionBlock {
         let (g, beta) = affine(&self.norm);
         let xn = group_norm_affine(x.clone(), self.norm.num_groups, g, beta);
         // [B, 3C, H, W] → [B, 3, heads, ch, T]: channel index (k·heads + head)·ch + i.
-        let qkv = self.qkv.forward(xn).reshape([b, 3, nh, ch, t]);
+        let qkv = conv_forward(&self.qkv, xn).reshape([b, 3, nh, ch, t]);
         let part = |k: usize| qkv.clone().slice_dim(1, k..k + 1).reshape([b, nh, ch, t]);
         let scale = (ch as f64).powf(-0.25);
         let (q, k, v) = (
@@ -213,6 +223,6 @@ impl AttentionBlock {
         // weight[t, s] = Σ_c q[c, t]·k[c, s], softmax over s; out[c, t] = Σ_s weight[t, s]·v[c, s].
         let weight = softmax(q.swap_dims(2, 3).matmul(k), 3);
         let a = v.matmul(weight.swap_dims(2, 3)).reshape([b, c, h, w]);
-        x + self.proj.forward(a)
+        x + conv_forward(&self.proj, a)
     }
 }
