@@ -12,7 +12,7 @@
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::Tensor;
+use burn::tensor::{Shape, Tensor};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops};
@@ -40,10 +40,6 @@ impl ConvDims {
     /// Rows of `cols`: `C_in·k²`.
     fn rows(&self) -> usize {
         self.ci * self.k * self.k
-    }
-    /// Columns of `cols`: `B·H·W`.
-    fn cols(&self) -> usize {
-        self.b * self.hw()
     }
 }
 
@@ -78,21 +74,28 @@ fn shifted_add(src: &[f32], dst: &mut [f32], s: isize) {
     d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
 }
 
-/// `cols[(c·k + ky)·k + kx, b·HW + y·W + x] = x[b, c, y + ky − p, x + kx − p]`, 0 outside the
-/// image (p = k/2).
+/// Images per chunk: the chunk's `cols` stays about 4 MiB (cache-sized), at least one image.
+fn chunk_images(d: ConvDims) -> usize {
+    ((1 << 20) / (d.rows() * d.hw()).max(1)).clamp(1, d.b)
+}
+
+/// `cols[i, (c·k + ky)·k + kx, y·W + x] = x[i, c, y + ky − p, x + kx − p]`, 0 outside the image
+/// (p = k/2), for the images `i` of a chunk.
 ///
 /// # Shapes
-/// `x: [B, C_in, H, W]` → `[C_in·k², B·H·W]`.
+/// `x: [n, C_in, H, W]` → `[n, C_in·k², H·W]`.
 fn im2col(x: &[f32], d: ConvDims) -> Vec<f32> {
-    let ConvDims { b, ci, h, w, k, .. } = d;
-    let (hw, n, p) = (d.hw(), d.cols(), (k / 2) as isize);
-    let mut cols = vec![0.0f32; d.rows() * n];
-    cols.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
-        let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
-        let (dy, dx) = (ky as isize - p, kx as isize - p);
-        for bi in 0..b {
-            let plane = &x[(bi * ci + c) * hw..][..hw];
-            let dst = &mut row[bi * hw..][..hw];
+    let ConvDims { ci, h, w, k, .. } = d;
+    let (hw, rows, p) = (d.hw(), d.rows(), (k / 2) as isize);
+    let mut cols = vec![0.0f32; x.len() / (ci * hw) * rows * hw];
+    cols.par_chunks_mut(hw)
+        .with_min_len(8)
+        .enumerate()
+        .for_each(|(ir, dst)| {
+            let (i, r) = (ir / rows, ir % rows);
+            let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+            let (dy, dx) = (ky as isize - p, kx as isize - p);
+            let plane = &x[(i * ci + c) * hw..][..hw];
             for y in 0..h {
                 let sy = y as isize + dy;
                 if sy < 0 || sy >= h as isize {
@@ -101,27 +104,28 @@ fn im2col(x: &[f32], d: ConvDims) -> Vec<f32> {
                 let src = &plane[sy as usize * w..][..w];
                 shifted_copy(src, &mut dst[y * w..][..w], dx);
             }
-        }
-    });
+        });
     cols
 }
 
-/// The adjoint of [`im2col`]: `dx[b, c, y + ky − p, x + kx − p] += dcols[(c·k + ky)·k + kx,
-/// b·HW + y·W + x]`.
+/// The adjoint of [`im2col`]: `dx[i, c, y + ky − p, x + kx − p] += dcols[i, (c·k + ky)·k + kx,
+/// y·W + x]`.
 ///
 /// # Shapes
-/// `dcols: [C_in·k², B·H·W]` → `[B, C_in, H, W]`.
-fn col2im(dcols: &[f32], d: ConvDims) -> Vec<f32> {
-    let ConvDims { b, ci, h, w, k, .. } = d;
-    let (hw, n, p) = (d.hw(), d.cols(), (k / 2) as isize);
-    let mut dx = vec![0.0f32; b * ci * hw];
-    dx.par_chunks_mut(ci * hw).enumerate().for_each(|(bi, img)| {
-        for c in 0..ci {
-            let plane = &mut img[c * hw..][..hw];
+/// `dcols: [n, C_in·k², H·W]` → `dx: [n, C_in, H, W]` (overwritten).
+fn col2im(dcols: &[f32], dx: &mut [f32], d: ConvDims) {
+    let ConvDims { ci, h, w, k, .. } = d;
+    let (hw, p) = (d.hw(), (k / 2) as isize);
+    dx.par_chunks_mut(hw)
+        .with_min_len(4)
+        .enumerate()
+        .for_each(|(ic, plane)| {
+            let (i, c) = (ic / ci, ic % ci);
+            plane.fill(0.0);
             for ky in 0..k {
                 for kx in 0..k {
                     let r = (c * k + ky) * k + kx;
-                    let src = &dcols[r * n + bi * hw..][..hw];
+                    let src = &dcols[(i * d.rows() + r) * hw..][..hw];
                     let (dy, dxs) = (ky as isize - p, kx as isize - p);
                     for y in 0..h {
                         let sy = y as isize + dy;
@@ -133,28 +137,38 @@ fn col2im(dcols: &[f32], d: ConvDims) -> Vec<f32> {
                     }
                 }
             }
-        }
-    });
-    dx
+        });
 }
 
-/// The forward pass: `W·im2col(x)` with the batch moved back in front, plus the bias.
+/// The images `i0..i0 + n` of `t: [B, C, HW]` (a view).
+fn images(t: &FlexTensor, i0: usize, n: usize) -> FlexTensor {
+    t.narrow(0, i0, n)
+}
+
+/// `[A, B, C]` as a flex shape.
+fn shape3(a: usize, b: usize, c: usize) -> Shape {
+    Shape::from(vec![a, b, c])
+}
+
+/// The forward pass, a chunk of images at a time: `W·im2col(x_i) + b`.
 fn conv_forward(x: &FlexTensor, w: &FlexTensor, bias: &[f32], d: ConvDims) -> FlexTensor {
-    let (hw, n) = (d.hw(), d.cols());
-    let cols = flex_from(im2col(f32s(x), d), &[d.rows(), n]);
-    let w2 = flex_from(f32s(w).to_vec(), &[d.co, d.rows()]);
-    let y2 = matmul(&w2, &cols);
-    let y2 = f32s(&y2);
+    let (hw, nb) = (d.hw(), chunk_images(d));
+    let xs = f32s(x);
+    let w3 = w.reshape(shape3(1, d.co, d.rows()));
     let mut out = vec![0.0f32; d.b * d.co * hw];
-    out.par_chunks_mut(d.co * hw)
-        .enumerate()
-        .for_each(|(bi, img)| {
-            for (o, plane) in img.chunks_exact_mut(hw).enumerate() {
-                let src = &y2[o * n + bi * hw..][..hw];
-                let bo = bias[o];
-                plane.iter_mut().zip(src).for_each(|(v, s)| *v = s + bo);
-            }
-        });
+    for (ci, out) in out.chunks_mut(nb * d.co * hw).enumerate() {
+        let n = out.len() / (d.co * hw);
+        let i0 = ci * nb;
+        let cols = im2col(&xs[i0 * d.ci * hw..(i0 + n) * d.ci * hw], d);
+        let y = matmul(&w3, &flex_from(cols, &[n, d.rows(), hw]));
+        out.par_chunks_mut(hw)
+            .zip(f32s(&y).par_chunks(hw))
+            .enumerate()
+            .for_each(|(io, (dst, src))| {
+                let bo = bias[io % d.co];
+                dst.iter_mut().zip(src).for_each(|(v, s)| *v = s + bo);
+            });
+    }
     flex_from(out, &[d.b, d.co, d.h, d.w])
 }
 
@@ -175,41 +189,53 @@ impl Backward<Flex, 3> for ConvBackward {
 
     fn backward(self, ops: Ops<ConvState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let ConvState { x, w, dims: d } = ops.state;
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let (dy, hw, n) = (f32s(&dy), d.hw(), d.cols());
-        // dy as [C_out, B·HW], and db = its row sums.
-        let mut dy2 = vec![0.0f32; d.co * n];
-        let db: Vec<f32> = dy2
-            .par_chunks_mut(n)
-            .enumerate()
-            .map(|(o, row)| {
-                let mut sum = 0.0f64;
-                for bi in 0..d.b {
-                    let src = &dy[(bi * d.co + o) * hw..][..hw];
-                    row[bi * hw..][..hw].copy_from_slice(src);
-                    sum += src.iter().sum::<f32>() as f64;
-                }
-                sum as f32
-            })
-            .collect();
-        let dy2 = flex_from(dy2, &[d.co, n]);
+        let (hw, nb, rows) = (d.hw(), chunk_images(d), d.rows());
+        let dy = contiguous(grads.consume::<Flex>(&ops.node)).reshape(shape3(d.b, d.co, hw));
         let [px, pw, pb] = ops.parents;
+        let (xs, wt) = (f32s(&x), w.reshape(shape3(1, d.co, rows)).transpose(1, 2));
+        let mut dw = vec![0.0f32; d.co * rows];
+        let mut dx = vec![0.0f32; if px.is_some() { x_len(d) } else { 0 }];
+        for i0 in (0..d.b).step_by(nb) {
+            let n = nb.min(d.b - i0);
+            let dy_i = images(&dy, i0, n);
+            if pw.is_some() {
+                let cols = im2col(&xs[i0 * d.ci * hw..(i0 + n) * d.ci * hw], d);
+                let cols = flex_from(cols, &[n, rows, hw]);
+                // [n, C_out, HW] × [n, HW, rows], summed over the images.
+                let part = matmul(&dy_i, &cols.transpose(1, 2));
+                for p in f32s(&part).chunks_exact(d.co * rows) {
+                    dw.iter_mut().zip(p).for_each(|(a, v)| *a += v);
+                }
+            }
+            if px.is_some() {
+                let dcols = matmul(&wt, &dy_i);
+                let dst = &mut dx[i0 * d.ci * hw..(i0 + n) * d.ci * hw];
+                col2im(f32s(&dcols), dst, d);
+            }
+        }
         if let Some(node) = pw {
-            let cols = flex_from(im2col(f32s(&x), d), &[d.rows(), n]);
-            let dw = matmul(&dy2, &cols.transpose(0, 1));
-            let dw = flex_from(f32s(&dw).to_vec(), &[d.co, d.ci, d.k, d.k]);
-            grads.register::<Flex>(node.id, dw);
+            grads.register::<Flex>(node.id, flex_from(dw, &[d.co, d.ci, d.k, d.k]));
         }
         if let Some(node) = px {
-            let w2 = flex_from(f32s(&w).to_vec(), &[d.co, d.rows()]);
-            let dcols = matmul(&w2.transpose(0, 1), &dy2);
-            let dx = col2im(f32s(&dcols), d);
             grads.register::<Flex>(node.id, flex_from(dx, &[d.b, d.ci, d.h, d.w]));
         }
         if let Some(node) = pb {
+            let dys = f32s(&dy);
+            let db: Vec<f32> = (0..d.co)
+                .into_par_iter()
+                .map(|o| {
+                    (0..d.b)
+                        .map(|i| dys[(i * d.co + o) * hw..][..hw].iter().sum::<f32>() as f64)
+                        .sum::<f64>() as f32
+                })
+                .collect();
             grads.register::<Flex>(node.id, flex_from(db, &[d.co]));
         }
     }
+}
+
+fn x_len(d: ConvDims) -> usize {
+    d.b * d.ci * d.hw()
 }
 
 /// `y[b, o] = bias[o] + Σ_{c, ky, kx} W[o, c, ky, kx]·x[b, c, · + ky − p, · + kx − p]`: a 2-D
