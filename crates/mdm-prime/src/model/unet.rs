@@ -19,7 +19,6 @@ mod blocks;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, EmbeddingConfig, GroupNorm, Initializer};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor};
 use mdm_prime_core::Codec;
 pub use mdm_prime_core::config::UnetConfig;
@@ -211,7 +210,7 @@ impl Unet {
         let _span = crate::profile::span("head");
         let g = self.out_norm.gamma.as_ref().expect("affine").val();
         let b = self.out_norm.beta.as_ref().expect("affine").val();
-        let h = silu(group_norm_affine(h, self.out_norm.num_groups, g, b));
+        let h = group_norm_affine(h, self.out_norm.num_groups, g, b, true);
         self.output_to_tokens(conv_forward(&self.out_conv, h))
     }
 

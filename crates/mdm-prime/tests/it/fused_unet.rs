@@ -5,7 +5,9 @@
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::{Device, Tensor, TensorData};
-use mdm_prime::ops::{conv2d_module, conv2d_same, conv2d_same_composed};
+use mdm_prime::ops::{
+    conv2d_module, conv2d_same, conv2d_same_composed, group_norm_silu, group_norm_silu_composed,
+};
 
 /// Deterministic pseudo-random values in about [−scale, scale].
 fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -178,6 +180,109 @@ fn time_fused_conv() {
                 assert!(s.is_finite());
             });
             let name = if fused { "fused" } else { "burn" };
+            line += &format!(" {name} fwd {fwd:.1} ms, fwd+bwd {both:.1} ms;");
+        }
+        println!("{line}");
+    }
+}
+
+/// One GroupNorm case: values and the gradients of x, g and b, fused vs composed, with and
+/// without the SiLU; the plain device's value too.
+fn group_norm_case(b: usize, c: usize, h: usize, w: usize, groups: usize) {
+    let seed = (b * 1000 + c * 10 + h + w + groups) as u64;
+    // An offset mean per image, so the centring matters.
+    let xv: Vec<f32> = values(b * c * h * w, seed, 2.0)
+        .into_iter()
+        .enumerate()
+        .map(|(k, v)| v + (k / (c * h * w)) as f32)
+        .collect();
+    let gv: Vec<f32> = values(c, seed + 1, 0.5).iter().map(|v| 1.0 + v).collect();
+    let bv = values(c, seed + 2, 1.0);
+    let up = values(b * c * h * w, seed + 3, 1.0);
+    for silu in [true, false] {
+        let what = format!("group norm B{b} C{c} {h}x{w} G{groups} silu {silu}");
+        let run = |fused: bool| {
+            let d = Device::default().autodiff();
+            let x = tensor(xv.clone(), [b, c, h, w], &d).require_grad();
+            let g = tensor(gv.clone(), [c], &d).require_grad();
+            let bb = tensor(bv.clone(), [c], &d).require_grad();
+            let y = if fused {
+                group_norm_silu(x.clone(), groups, g.clone(), bb.clone(), silu)
+            } else {
+                group_norm_silu_composed(x.clone(), groups, g.clone(), bb.clone(), silu)
+            };
+            let grads = (y.clone() * tensor(up.clone(), [b, c, h, w], &d))
+                .sum()
+                .backward();
+            (
+                vec_of(y.inner()),
+                vec_of(x.grad(&grads).unwrap()),
+                vec_of(g.grad(&grads).unwrap()),
+                vec_of(bb.grad(&grads).unwrap()),
+            )
+        };
+        let (y_f, dx_f, dg_f, db_f) = run(true);
+        let (y_c, dx_c, dg_c, db_c) = run(false);
+        assert_close(&y_f, &y_c, &format!("{what} value"));
+        assert_close(&dx_f, &dx_c, &format!("{what} dx"));
+        assert_close(&dg_f, &dg_c, &format!("{what} dg"));
+        assert_close(&db_f, &db_c, &format!("{what} db"));
+        let d = Device::default();
+        let y_p = group_norm_silu(
+            tensor(xv.clone(), [b, c, h, w], &d),
+            groups,
+            tensor(gv.clone(), [c], &d),
+            tensor(bv.clone(), [c], &d),
+            silu,
+        );
+        assert_close(&vec_of(y_p), &y_c, &format!("{what} value, plain device"));
+    }
+}
+
+#[test]
+fn fused_group_norm_silu_equals_composed_in_value_and_gradients() {
+    for (b, c, h, w, groups) in [
+        (1, 1, 1, 1, 1),
+        (2, 8, 7, 5, 4),
+        (3, 12, 5, 7, 3),
+        (4, 32, 6, 6, 8),
+        (2, 64, 9, 4, 8),
+        (1, 6, 3, 1, 6),
+    ] {
+        group_norm_case(b, c, h, w, groups);
+    }
+}
+
+/// The fused GroupNorm + SiLU against the composed version at the tiny U-Net's shapes (8
+/// groups): forward, and forward + backward, median of 5, printed (never asserted).
+/// `cargo test --release -p mdm-prime --test it time_fused_group_norm -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn time_fused_group_norm() {
+    for (b, c, hw) in [(32, 32, 28), (32, 96, 28), (32, 64, 14)] {
+        let d = Device::default().autodiff();
+        let x = tensor(values(b * c * hw * hw, 1, 1.0), [b, c, hw, hw], &d).require_grad();
+        let g = tensor(values(c, 2, 1.0), [c], &d).require_grad();
+        let bb = tensor(values(c, 3, 1.0), [c], &d).require_grad();
+        let mut line = format!("group norm + SiLU B{b} C{c} {hw}x{hw}:");
+        for fused in [false, true] {
+            let f = |x: Tensor<4>, g: Tensor<1>, bb: Tensor<1>| {
+                if fused {
+                    group_norm_silu(x, 8, g, bb, true)
+                } else {
+                    group_norm_silu_composed(x, 8, g, bb, true)
+                }
+            };
+            let fwd = median_ms(5, || {
+                let _ = f(x.clone(), g.clone(), bb.clone()).sum().into_scalar::<f32>();
+            });
+            let both = median_ms(5, || {
+                let gr = f(x.clone(), g.clone(), bb.clone()).sum().backward();
+                let s = x.grad(&gr).unwrap().sum().into_scalar::<f32>()
+                    + g.grad(&gr).unwrap().sum().into_scalar::<f32>();
+                assert!(s.is_finite());
+            });
+            let name = if fused { "fused" } else { "composed" };
             line += &format!(" {name} fwd {fwd:.1} ms, fwd+bwd {both:.1} ms;");
         }
         println!("{line}");
