@@ -80,14 +80,13 @@ fn chunk_images(d: ConvDims) -> usize {
 }
 
 /// `cols[i, (c·k + ky)·k + kx, y·W + x] = x[i, c, y + ky − p, x + kx − p]`, 0 outside the image
-/// (p = k/2), for the images `i` of a chunk.
+/// (p = k/2), for the images `i` of a chunk; every element of `cols` is written.
 ///
 /// # Shapes
-/// `x: [n, C_in, H, W]` → `[n, C_in·k², H·W]`.
-fn im2col(x: &[f32], d: ConvDims) -> Vec<f32> {
+/// `x: [n, C_in, H, W]` → `cols: [n, C_in·k², H·W]`.
+fn im2col(x: &[f32], cols: &mut [f32], d: ConvDims) {
     let ConvDims { ci, h, w, k, .. } = d;
     let (hw, rows, p) = (d.hw(), d.rows(), (k / 2) as isize);
-    let mut cols = vec![0.0f32; x.len() / (ci * hw) * rows * hw];
     cols.par_chunks_mut(hw)
         .with_min_len(8)
         .enumerate()
@@ -96,23 +95,53 @@ fn im2col(x: &[f32], d: ConvDims) -> Vec<f32> {
             let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
             let (dy, dx) = (ky as isize - p, kx as isize - p);
             let plane = &x[(i * ci + c) * hw..][..hw];
-            for y in 0..h {
+            for (y, out) in dst.chunks_exact_mut(w).enumerate() {
                 let sy = y as isize + dy;
                 if sy < 0 || sy >= h as isize {
-                    continue;
+                    out.fill(0.0);
+                } else {
+                    shifted_copy(&plane[sy as usize * w..][..w], out, dx);
                 }
-                let src = &plane[sy as usize * w..][..w];
-                shifted_copy(src, &mut dst[y * w..][..w], dx);
             }
         });
-    cols
+}
+
+/// A reusable `[n, C_in·k², H·W]` buffer for [`im2col`] over chunks of `n` images (allocated
+/// once per call rather than once per chunk).
+struct Cols {
+    buf: FlexTensor,
+    d: ConvDims,
+}
+
+impl Cols {
+    fn new(d: ConvDims) -> Self {
+        let nb = chunk_images(d);
+        Cols {
+            buf: flex_from(vec![0.0f32; nb * d.rows() * d.hw()], &[nb, d.rows(), d.hw()]),
+            d,
+        }
+    }
+
+    /// `im2col` of the images `i0..i0 + n` of `x: [B, C_in, H, W]`, as a `[n, C_in·k², H·W]`
+    /// view of the buffer.
+    fn fill(&mut self, x: &[f32], i0: usize, n: usize) -> FlexTensor {
+        let d = self.d;
+        let len = n * d.rows() * d.hw();
+        let per_image = d.ci * d.hw();
+        im2col(
+            &x[i0 * per_image..(i0 + n) * per_image],
+            &mut self.buf.storage_mut::<f32>()[..len],
+            d,
+        );
+        self.buf.narrow(0, 0, n)
+    }
 }
 
 /// The adjoint of [`im2col`]: `dx[i, c, y + ky − p, x + kx − p] += dcols[i, (c·k + ky)·k + kx,
 /// y·W + x]`.
 ///
 /// # Shapes
-/// `dcols: [n, C_in·k², H·W]` → `dx: [n, C_in, H, W]` (overwritten).
+/// `dcols: [n, C_in·k², H·W]` → `dx: [n, C_in, H, W]` (added to: pass zeros).
 fn col2im(dcols: &[f32], dx: &mut [f32], d: ConvDims) {
     let ConvDims { ci, h, w, k, .. } = d;
     let (hw, p) = (d.hw(), (k / 2) as isize);
@@ -121,7 +150,6 @@ fn col2im(dcols: &[f32], dx: &mut [f32], d: ConvDims) {
         .enumerate()
         .for_each(|(ic, plane)| {
             let (i, c) = (ic / ci, ic % ci);
-            plane.fill(0.0);
             for ky in 0..k {
                 for kx in 0..k {
                     let r = (c * k + ky) * k + kx;
@@ -155,19 +183,25 @@ fn conv_forward(x: &FlexTensor, w: &FlexTensor, bias: &[f32], d: ConvDims) -> Fl
     let (hw, nb) = (d.hw(), chunk_images(d));
     let xs = f32s(x);
     let w3 = w.reshape(shape3(1, d.co, d.rows()));
-    let mut out = vec![0.0f32; d.b * d.co * hw];
-    for (ci, out) in out.chunks_mut(nb * d.co * hw).enumerate() {
-        let n = out.len() / (d.co * hw);
-        let i0 = ci * nb;
-        let cols = im2col(&xs[i0 * d.ci * hw..(i0 + n) * d.ci * hw], d);
-        let y = matmul(&w3, &flex_from(cols, &[n, d.rows(), hw]));
-        out.par_chunks_mut(hw)
-            .zip(f32s(&y).par_chunks(hw))
+    let mut cols = Cols::new(d);
+    let mut out: Vec<f32> = Vec::new();
+    for i0 in (0..d.b).step_by(nb) {
+        let n = nb.min(d.b - i0);
+        let mut y = matmul(&w3, &cols.fill(xs, i0, n));
+        y.storage_mut::<f32>()
+            .par_chunks_mut(hw)
             .enumerate()
-            .for_each(|(io, (dst, src))| {
+            .for_each(|(io, v)| {
                 let bo = bias[io % d.co];
-                dst.iter_mut().zip(src).for_each(|(v, s)| *v = s + bo);
+                v.iter_mut().for_each(|v| *v += bo);
             });
+        if n == d.b {
+            return y.reshape(Shape::from(vec![d.b, d.co, d.h, d.w]));
+        }
+        if out.is_empty() {
+            out.reserve_exact(d.b * d.co * hw);
+        }
+        out.extend_from_slice(f32s(&y));
     }
     flex_from(out, &[d.b, d.co, d.h, d.w])
 }
@@ -195,12 +229,12 @@ impl Backward<Flex, 3> for ConvBackward {
         let (xs, wt) = (f32s(&x), w.reshape(shape3(1, d.co, rows)).transpose(1, 2));
         let mut dw = vec![0.0f32; d.co * rows];
         let mut dx = vec![0.0f32; if px.is_some() { x_len(d) } else { 0 }];
+        let mut cols = pw.as_ref().map(|_| Cols::new(d));
         for i0 in (0..d.b).step_by(nb) {
             let n = nb.min(d.b - i0);
             let dy_i = images(&dy, i0, n);
-            if pw.is_some() {
-                let cols = im2col(&xs[i0 * d.ci * hw..(i0 + n) * d.ci * hw], d);
-                let cols = flex_from(cols, &[n, rows, hw]);
+            if let Some(cols) = cols.as_mut() {
+                let cols = cols.fill(xs, i0, n);
                 // [n, C_out, HW] × [n, HW, rows], summed over the images.
                 let part = matmul(&dy_i, &cols.transpose(1, 2));
                 for p in f32s(&part).chunks_exact(d.co * rows) {

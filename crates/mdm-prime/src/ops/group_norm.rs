@@ -15,10 +15,9 @@ use super::{LANES, contiguous, custom_op, exp_f32, f32s, flex_from, input, simd}
 /// GroupNorm's ε (PyTorch's default, used by ADM's `GroupNorm32`).
 pub const GN_EPS: f64 = 1e-5;
 
-/// Dimensions of one call: `B` images, `G` groups of `cg` channels of `hw` pixels.
+/// Dimensions of one call: `G` groups of `cg` channels of `H·W` pixels.
 #[derive(Debug, Clone, Copy)]
 struct GnDims {
-    b: usize,
     c: usize,
     h: usize,
     w: usize,
@@ -228,10 +227,12 @@ impl Backward<Flex, 3> for GnBackward {
             dims: d,
         } = ops.state;
         let (m, cg, c) = (d.m(), d.cg(), d.c);
-        let mut dx = f32s(&contiguous(grads.consume::<Flex>(&ops.node))).to_vec();
+        // dx in place of dy (copied first only if dy is shared).
+        let mut dx = contiguous(grads.consume::<Flex>(&ops.node));
         let (xs, gs, bs) = (f32s(&x), f32s(&g), f32s(&b));
         // Per (image, group): dx in place, and that group's partial dg, db.
         let parts: Vec<(Vec<f32>, Vec<f32>)> = dx
+            .storage_mut::<f32>()
             .par_chunks_mut(m)
             .zip(xs.par_chunks(m))
             .enumerate()
@@ -263,13 +264,12 @@ impl Backward<Flex, 3> for GnBackward {
             }
         }
         let [px, pg, pb] = ops.parents;
-        for (parent, grad, shape) in [
-            (px, dx, vec![d.b, c, d.h, d.w]),
-            (pg, dg, vec![c]),
-            (pb, db, vec![c]),
-        ] {
+        if let Some(node) = px {
+            grads.register::<Flex>(node.id, dx);
+        }
+        for (parent, grad) in [(pg, dg), (pb, db)] {
             if let Some(node) = parent {
-                grads.register::<Flex>(node.id, flex_from(grad, &shape));
+                grads.register::<Flex>(node.id, flex_from(grad, &[c]));
             }
         }
     }
@@ -300,7 +300,6 @@ pub fn group_norm_silu(
         return group_norm_silu_composed(x, groups, g, b, silu);
     }
     let d = GnDims {
-        b: n,
         c,
         h,
         w,
