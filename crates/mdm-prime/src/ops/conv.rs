@@ -31,6 +31,8 @@ struct ConvDims {
     w: usize,
     /// Kernel size (odd); the padding is `k / 2`.
     k: usize,
+    /// Output laid out `[B, H, W, C_out]` (channels last) instead of `[B, C_out, H, W]`.
+    nhwc: bool,
 }
 
 impl ConvDims {
@@ -117,7 +119,10 @@ impl Cols {
     fn new(d: ConvDims) -> Self {
         let nb = chunk_images(d);
         Cols {
-            buf: flex_from(vec![0.0f32; nb * d.rows() * d.hw()], &[nb, d.rows(), d.hw()]),
+            buf: flex_from(
+                vec![0.0f32; nb * d.rows() * d.hw()],
+                &[nb, d.rows(), d.hw()],
+            ),
             d,
         }
     }
@@ -178,32 +183,48 @@ fn shape3(a: usize, b: usize, c: usize) -> Shape {
     Shape::from(vec![a, b, c])
 }
 
-/// The forward pass, a chunk of images at a time: `W·im2col(x_i) + b`.
+/// The forward pass, a chunk of images at a time: `W·im2col(x_i) + b` (`[C_out, HW]` per
+/// image), or its transpose `im2col(x_i)ᵀ·Wᵀ + b` (`[HW, C_out]`) for channels-last output.
 fn conv_forward(x: &FlexTensor, w: &FlexTensor, bias: &[f32], d: ConvDims) -> FlexTensor {
     let (hw, nb) = (d.hw(), chunk_images(d));
     let xs = f32s(x);
     let w3 = w.reshape(shape3(1, d.co, d.rows()));
     let mut cols = Cols::new(d);
     let mut out: Vec<f32> = Vec::new();
+    let shape = if d.nhwc {
+        [d.b, d.h, d.w, d.co]
+    } else {
+        [d.b, d.co, d.h, d.w]
+    };
     for i0 in (0..d.b).step_by(nb) {
         let n = nb.min(d.b - i0);
-        let mut y = matmul(&w3, &cols.fill(xs, i0, n));
-        y.storage_mut::<f32>()
-            .par_chunks_mut(hw)
-            .enumerate()
-            .for_each(|(io, v)| {
+        let cols = cols.fill(xs, i0, n);
+        let mut y = if d.nhwc {
+            matmul(&cols.transpose(1, 2), &w3.transpose(1, 2))
+        } else {
+            matmul(&w3, &cols)
+        };
+        drop(cols);
+        let ys = y.storage_mut::<f32>();
+        if d.nhwc {
+            ys.par_chunks_mut(d.co).with_min_len(64).for_each(|px| {
+                px.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+            });
+        } else {
+            ys.par_chunks_mut(hw).enumerate().for_each(|(io, v)| {
                 let bo = bias[io % d.co];
                 v.iter_mut().for_each(|v| *v += bo);
             });
+        }
         if n == d.b {
-            return y.reshape(Shape::from(vec![d.b, d.co, d.h, d.w]));
+            return y.reshape(Shape::from(shape.to_vec()));
         }
         if out.is_empty() {
             out.reserve_exact(d.b * d.co * hw);
         }
         out.extend_from_slice(f32s(&y));
     }
-    flex_from(out, &[d.b, d.co, d.h, d.w])
+    flex_from(out, &shape)
 }
 
 #[derive(Debug, Clone)]
@@ -224,7 +245,13 @@ impl Backward<Flex, 3> for ConvBackward {
     fn backward(self, ops: Ops<ConvState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let ConvState { x, w, dims: d } = ops.state;
         let (hw, nb, rows) = (d.hw(), chunk_images(d), d.rows());
-        let dy = contiguous(grads.consume::<Flex>(&ops.node)).reshape(shape3(d.b, d.co, hw));
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        // [B, C_out, HW], or [B, HW, C_out] for channels-last output.
+        let dy = if d.nhwc {
+            dy.reshape(shape3(d.b, hw, d.co))
+        } else {
+            dy.reshape(shape3(d.b, d.co, hw))
+        };
         let [px, pw, pb] = ops.parents;
         let (xs, wt) = (f32s(&x), w.reshape(shape3(1, d.co, rows)).transpose(1, 2));
         let mut dw = vec![0.0f32; d.co * rows];
@@ -232,7 +259,9 @@ impl Backward<Flex, 3> for ConvBackward {
         let mut cols = pw.as_ref().map(|_| Cols::new(d));
         for i0 in (0..d.b).step_by(nb) {
             let n = nb.min(d.b - i0);
+            // [n, C_out, HW] (a transposed view for channels-last).
             let dy_i = images(&dy, i0, n);
+            let dy_i = if d.nhwc { dy_i.transpose(1, 2) } else { dy_i };
             if let Some(cols) = cols.as_mut() {
                 let cols = cols.fill(xs, i0, n);
                 // [n, C_out, HW] × [n, HW, rows], summed over the images.
@@ -255,14 +284,22 @@ impl Backward<Flex, 3> for ConvBackward {
         }
         if let Some(node) = pb {
             let dys = f32s(&dy);
-            let db: Vec<f32> = (0..d.co)
-                .into_par_iter()
-                .map(|o| {
-                    (0..d.b)
-                        .map(|i| dys[(i * d.co + o) * hw..][..hw].iter().sum::<f32>() as f64)
-                        .sum::<f64>() as f32
-                })
-                .collect();
+            let db: Vec<f32> = if d.nhwc {
+                let mut db = vec![0.0f64; d.co];
+                for px in dys.chunks_exact(d.co) {
+                    db.iter_mut().zip(px).for_each(|(a, &v)| *a += v as f64);
+                }
+                db.into_iter().map(|v| v as f32).collect()
+            } else {
+                (0..d.co)
+                    .into_par_iter()
+                    .map(|o| {
+                        (0..d.b)
+                            .map(|i| dys[(i * d.co + o) * hw..][..hw].iter().sum::<f32>() as f64)
+                            .sum::<f64>() as f32
+                    })
+                    .collect()
+            };
             grads.register::<Flex>(node.id, flex_from(db, &[d.co]));
         }
     }
@@ -280,6 +317,19 @@ fn x_len(d: ConvDims) -> usize {
 /// # Shapes
 /// `x: [B, C_in, H, W]`, `weight: [C_out, C_in, k, k]`, `bias: [C_out]` → `[B, C_out, H, W]`.
 pub fn conv2d_same(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
+    conv_op(x, weight, bias, false)
+}
+
+/// [`conv2d_same`] with the output channels last: `conv2d_same(x, W, b).permute([0, 2, 3, 1])`
+/// without the permutation (the GEMM writes `[H·W, C_out]` per image).
+///
+/// # Shapes
+/// `x: [B, C_in, H, W]`, `weight: [C_out, C_in, k, k]`, `bias: [C_out]` → `[B, H, W, C_out]`.
+pub fn conv2d_same_nhwc(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
+    conv_op(x, weight, bias, true)
+}
+
+fn conv_op(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, nhwc: bool) -> Tensor<4> {
     let [b, ci, h, w] = x.dims();
     let [co, ci_w, k, k2] = weight.dims();
     assert!(
@@ -296,9 +346,14 @@ pub fn conv2d_same(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4
         h,
         w,
         k,
+        nhwc,
+    };
+    let composed = |x, weight, bias| {
+        let y = conv2d_same_composed(x, weight, bias);
+        if nhwc { y.permute([0, 2, 3, 1]) } else { y }
     };
     if b * ci * co * h * w == 0 {
-        return conv2d_same_composed(x, weight, bias);
+        return composed(x, weight, bias);
     }
     custom_op(
         [input(&x), input(&weight), input(&bias)],
@@ -315,7 +370,7 @@ pub fn conv2d_same(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4
             )
         },
     )
-    .unwrap_or_else(|| conv2d_same_composed(x, weight, bias))
+    .unwrap_or_else(|| composed(x, weight, bias))
 }
 
 /// [`conv2d_same`] from burn's `conv2d`.
@@ -336,21 +391,33 @@ pub fn conv2d_same_composed(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) ->
 /// # Shapes
 /// `x: [B, C_in, H, W]` → `[B, C_out, H, W]`.
 pub fn conv2d_module(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    match same_conv_bias(conv) {
+        Some(bias) => conv2d_same(x, conv.weight.val(), bias),
+        None => conv.forward(x),
+    }
+}
+
+/// [`conv2d_module`] with the output channels last ([`conv2d_same_nhwc`]).
+///
+/// # Shapes
+/// `x: [B, C_in, H, W]` → `[B, H, W, C_out]`.
+pub fn conv2d_module_nhwc(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    match same_conv_bias(conv) {
+        Some(bias) => conv2d_same_nhwc(x, conv.weight.val(), bias),
+        None => conv.forward(x).permute([0, 2, 3, 1]),
+    }
+}
+
+/// The bias of a stride-1, undilated, ungrouped, "same"-padded square odd-kernel conv with a
+/// bias; `None` for any other.
+fn same_conv_bias(conv: &Conv2d) -> Option<Tensor<1>> {
     let [kh, kw] = conv.kernel_size;
     let p = kh / 2;
     let same = matches!(conv.padding, PaddingConfig2d::Explicit(a, b, c, d)
         if [a, b, c, d] == [p, p, p, p]);
+    let plain = conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
     match &conv.bias {
-        Some(bias)
-            if same
-                && kh == kw
-                && kh % 2 == 1
-                && conv.stride == [1, 1]
-                && conv.dilation == [1, 1]
-                && conv.groups == 1 =>
-        {
-            conv2d_same(x, conv.weight.val(), bias.val())
-        }
-        _ => conv.forward(x),
+        Some(bias) if same && kh == kw && kh % 2 == 1 && plain => Some(bias.val()),
+        _ => None,
     }
 }

@@ -22,7 +22,9 @@ mod nll;
 mod norm;
 
 pub use attention::{Rope, rotary_attention, rotary_attention_composed};
-pub use conv::{conv2d_module, conv2d_same, conv2d_same_composed};
+pub use conv::{
+    conv2d_module, conv2d_module_nhwc, conv2d_same, conv2d_same_composed, conv2d_same_nhwc,
+};
 pub use dropout::dropout;
 pub use gelu::{gelu_tanh, gelu_tanh_composed};
 pub use group_norm::{GN_EPS, group_norm_silu, group_norm_silu_composed};

@@ -6,7 +6,8 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::{Device, Tensor, TensorData};
 use mdm_prime::ops::{
-    conv2d_module, conv2d_same, conv2d_same_composed, group_norm_silu, group_norm_silu_composed,
+    conv2d_module, conv2d_module_nhwc, conv2d_same, conv2d_same_composed, conv2d_same_nhwc,
+    group_norm_silu, group_norm_silu_composed,
 };
 
 /// Deterministic pseudo-random values in about [−scale, scale].
@@ -46,47 +47,55 @@ fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D], d: &Device) -> Tensor<
 }
 
 /// One convolution case: values and the gradients of x, weight and bias under a random
-/// upstream gradient, fused vs burn's conv2d; the plain device's value too.
+/// upstream gradient, fused vs burn's conv2d, with the output channels first and last; the
+/// plain device's values too.
 fn conv_case(b: usize, ci: usize, co: usize, h: usize, w: usize, k: usize) {
-    let what = format!("conv B{b} {ci}->{co} {h}x{w} k{k}");
     let seed = (b * 1000 + ci * 100 + co * 10 + h + w + k) as u64;
     let xv = values(b * ci * h * w, seed, 1.0);
     let wv = values(co * ci * k * k, seed + 1, 0.5);
     let bv = values(co, seed + 2, 0.5);
     let up = values(b * co * h * w, seed + 3, 1.0);
-    let run = |fused: bool| {
-        let d = Device::default().autodiff();
-        let x = tensor(xv.clone(), [b, ci, h, w], &d).require_grad();
-        let wt = tensor(wv.clone(), [co, ci, k, k], &d).require_grad();
-        let bias = tensor(bv.clone(), [co], &d).require_grad();
-        let y = if fused {
-            conv2d_same(x.clone(), wt.clone(), bias.clone())
-        } else {
-            conv2d_same_composed(x.clone(), wt.clone(), bias.clone())
+    for nhwc in [false, true] {
+        let what = format!("conv B{b} {ci}->{co} {h}x{w} k{k} nhwc {nhwc}");
+        // The fused op, or burn's conv2d (permuted to channels last when `nhwc`).
+        let conv = |fused: bool, x: Tensor<4>, wt: Tensor<4>, bias: Tensor<1>| match (fused, nhwc) {
+            (true, false) => conv2d_same(x, wt, bias),
+            (true, true) => conv2d_same_nhwc(x, wt, bias),
+            (false, false) => conv2d_same_composed(x, wt, bias),
+            (false, true) => conv2d_same_composed(x, wt, bias).permute([0, 2, 3, 1]),
         };
-        let g = (y.clone() * tensor(up.clone(), [b, co, h, w], &d))
-            .sum()
-            .backward();
-        (
-            vec_of(y.inner()),
-            vec_of(x.grad(&g).unwrap()),
-            vec_of(wt.grad(&g).unwrap()),
-            vec_of(bias.grad(&g).unwrap()),
-        )
-    };
-    let (y_f, dx_f, dw_f, db_f) = run(true);
-    let (y_c, dx_c, dw_c, db_c) = run(false);
-    assert_close(&y_f, &y_c, &format!("{what} value"));
-    assert_close(&dx_f, &dx_c, &format!("{what} dx"));
-    assert_close(&dw_f, &dw_c, &format!("{what} dweight"));
-    assert_close(&db_f, &db_c, &format!("{what} dbias"));
-    let d = Device::default();
-    let y_p = conv2d_same(
-        tensor(xv, [b, ci, h, w], &d),
-        tensor(wv, [co, ci, k, k], &d),
-        tensor(bv, [co], &d),
-    );
-    assert_close(&vec_of(y_p), &y_c, &format!("{what} value, plain device"));
+        let out_shape = if nhwc { [b, h, w, co] } else { [b, co, h, w] };
+        let run = |fused: bool| {
+            let d = Device::default().autodiff();
+            let x = tensor(xv.clone(), [b, ci, h, w], &d).require_grad();
+            let wt = tensor(wv.clone(), [co, ci, k, k], &d).require_grad();
+            let bias = tensor(bv.clone(), [co], &d).require_grad();
+            let y = conv(fused, x.clone(), wt.clone(), bias.clone());
+            let g = (y.clone() * tensor(up.clone(), out_shape, &d))
+                .sum()
+                .backward();
+            (
+                vec_of(y.inner()),
+                vec_of(x.grad(&g).unwrap()),
+                vec_of(wt.grad(&g).unwrap()),
+                vec_of(bias.grad(&g).unwrap()),
+            )
+        };
+        let (y_f, dx_f, dw_f, db_f) = run(true);
+        let (y_c, dx_c, dw_c, db_c) = run(false);
+        assert_close(&y_f, &y_c, &format!("{what} value"));
+        assert_close(&dx_f, &dx_c, &format!("{what} dx"));
+        assert_close(&dw_f, &dw_c, &format!("{what} dweight"));
+        assert_close(&db_f, &db_c, &format!("{what} dbias"));
+        let d = Device::default();
+        let y_p = conv(
+            true,
+            tensor(xv.clone(), [b, ci, h, w], &d),
+            tensor(wv.clone(), [co, ci, k, k], &d),
+            tensor(bv.clone(), [co], &d),
+        );
+        assert_close(&vec_of(y_p), &y_c, &format!("{what} value, plain device"));
+    }
 }
 
 #[test]
@@ -109,7 +118,7 @@ fn fused_conv_equals_burn_conv2d_in_value_and_gradients() {
 }
 
 /// `conv2d_module` is `Conv2d::forward` for the U-Net's convolutions (and falls back to it
-/// for a strided one).
+/// for a strided one); `conv2d_module_nhwc` is the same, channels last.
 #[test]
 fn conv2d_module_equals_conv2d_forward() {
     let d = Device::default().autodiff();
@@ -122,8 +131,15 @@ fn conv2d_module_equals_conv2d_forward() {
             .init(&d);
         let x = tensor(values(2 * 6 * 9 * 7, 9, 1.0), [2, 6, 9, 7], &d);
         let got = vec_of(conv2d_module(&conv, x.clone()).inner());
-        let want = vec_of(conv.forward(x).inner());
-        assert_close(&got, &want, &format!("module k{k} stride {stride}"));
+        let want = conv.forward(x.clone());
+        assert_close(
+            &got,
+            &vec_of(want.clone().inner()),
+            &format!("module k{k} s{stride}"),
+        );
+        let got = vec_of(conv2d_module_nhwc(&conv, x).inner());
+        let want = vec_of(want.permute([0, 2, 3, 1]).inner());
+        assert_close(&got, &want, &format!("module nhwc k{k} s{stride}"));
     }
 }
 
@@ -274,7 +290,9 @@ fn time_fused_group_norm() {
                 }
             };
             let fwd = median_ms(5, || {
-                let _ = f(x.clone(), g.clone(), bb.clone()).sum().into_scalar::<f32>();
+                let _ = f(x.clone(), g.clone(), bb.clone())
+                    .sum()
+                    .into_scalar::<f32>();
             });
             let both = median_ms(5, || {
                 let gr = f(x.clone(), g.clone(), bb.clone()).sum().backward();

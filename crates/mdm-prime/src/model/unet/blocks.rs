@@ -7,7 +7,7 @@ use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
-use crate::ops::{GN_EPS, conv2d_module, dropout, group_norm_silu};
+use crate::ops::{GN_EPS, conv2d_module, conv2d_module_nhwc, dropout, group_norm_silu};
 
 /// A `k × k` convolution, stride 1, "same" padding, PyTorch's default initialisation
 /// (kaiming-uniform a = √5: weight and bias ~ U(±1/√fan_in), which is burn's default too).
@@ -35,6 +35,15 @@ pub fn zero_conv(c_in: usize, c_out: usize, k: usize, device: &Device) -> Conv2d
 /// `x: [B, C_in, H, W]` → `[B, C_out, H, W]`.
 pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     conv2d_module(conv, x)
+}
+
+/// [`conv_forward`] with the output channels last (`conv.forward(x).permute([0, 2, 3, 1])`
+/// without the permutation, forward or backward).
+///
+/// # Shapes
+/// `x: [B, C_in, H, W]` → `[B, H, W, C_out]`.
+pub fn conv_forward_nhwc(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv2d_module_nhwc(conv, x)
 }
 
 /// ADM's `normalization(ch)`: GroupNorm with learned per-channel weight and bias.
