@@ -109,37 +109,36 @@ fn im2col(x: &[f32], cols: &mut [f32], d: ConvDims) {
 }
 
 /// A reusable `[n, C_in·k², H·W]` buffer for [`im2col`] over chunks of `n` images (allocated
-/// once per call rather than once per chunk); none for k = 1, where `cols` is `x` itself.
+/// once per call rather than once per chunk).
 struct Cols {
-    buf: Option<FlexTensor>,
+    buf: FlexTensor,
     d: ConvDims,
 }
 
 impl Cols {
     fn new(d: ConvDims) -> Self {
         let nb = chunk_images(d);
-        let (rows, hw) = (d.rows(), d.hw());
         Cols {
-            buf: (d.k > 1).then(|| flex_from(vec![0.0f32; nb * rows * hw], &[nb, rows, hw])),
+            buf: flex_from(
+                vec![0.0f32; nb * d.rows() * d.hw()],
+                &[nb, d.rows(), d.hw()],
+            ),
             d,
         }
     }
 
-    /// `im2col` of the images `i0..i0 + n` of `x: [B, C_in, H, W]` (contiguous), as a
-    /// `[n, C_in·k², H·W]` view (of the buffer, or of `x` when k = 1).
-    fn fill(&mut self, x: &FlexTensor, i0: usize, n: usize) -> FlexTensor {
+    /// `im2col` of the images `i0..i0 + n` of `x: [B, C_in, H, W]`, as a `[n, C_in·k², H·W]`
+    /// view of the buffer.
+    fn fill(&mut self, x: &[f32], i0: usize, n: usize) -> FlexTensor {
         let d = self.d;
-        let Some(buf) = self.buf.as_mut() else {
-            return x.reshape(shape3(d.b, d.ci, d.hw())).narrow(0, i0, n);
-        };
         let len = n * d.rows() * d.hw();
         let per_image = d.ci * d.hw();
         im2col(
-            &f32s(x)[i0 * per_image..(i0 + n) * per_image],
-            &mut buf.storage_mut::<f32>()[..len],
+            &x[i0 * per_image..(i0 + n) * per_image],
+            &mut self.buf.storage_mut::<f32>()[..len],
             d,
         );
-        buf.narrow(0, 0, n)
+        self.buf.narrow(0, 0, n)
     }
 }
 
@@ -188,6 +187,7 @@ fn shape3(a: usize, b: usize, c: usize) -> Shape {
 /// image), or its transpose `im2col(x_i)ᵀ·Wᵀ + b` (`[HW, C_out]`) for channels-last output.
 fn conv_forward(x: &FlexTensor, w: &FlexTensor, bias: &[f32], d: ConvDims) -> FlexTensor {
     let (hw, nb) = (d.hw(), chunk_images(d));
+    let xs = f32s(x);
     let w3 = w.reshape(shape3(1, d.co, d.rows()));
     let mut cols = Cols::new(d);
     let mut out: Vec<f32> = Vec::new();
@@ -198,7 +198,7 @@ fn conv_forward(x: &FlexTensor, w: &FlexTensor, bias: &[f32], d: ConvDims) -> Fl
     };
     for i0 in (0..d.b).step_by(nb) {
         let n = nb.min(d.b - i0);
-        let cols = cols.fill(x, i0, n);
+        let cols = cols.fill(xs, i0, n);
         let mut y = if d.nhwc {
             matmul(&cols.transpose(1, 2), &w3.transpose(1, 2))
         } else {
@@ -253,7 +253,7 @@ impl Backward<Flex, 3> for ConvBackward {
             dy.reshape(shape3(d.b, d.co, hw))
         };
         let [px, pw, pb] = ops.parents;
-        let wt = w.reshape(shape3(1, d.co, rows)).transpose(1, 2);
+        let (xs, wt) = (f32s(&x), w.reshape(shape3(1, d.co, rows)).transpose(1, 2));
         let mut dw = vec![0.0f32; d.co * rows];
         let mut dx = vec![0.0f32; if px.is_some() { x_len(d) } else { 0 }];
         let mut cols = pw.as_ref().map(|_| Cols::new(d));
@@ -263,7 +263,7 @@ impl Backward<Flex, 3> for ConvBackward {
             let dy_i = images(&dy, i0, n);
             let dy_i = if d.nhwc { dy_i.transpose(1, 2) } else { dy_i };
             if let Some(cols) = cols.as_mut() {
-                let cols = cols.fill(&x, i0, n);
+                let cols = cols.fill(xs, i0, n);
                 // [n, C_out, HW] × [n, HW, rows], summed over the images.
                 let part = matmul(&dy_i, &cols.transpose(1, 2));
                 for p in f32s(&part).chunks_exact(d.co * rows) {
