@@ -115,7 +115,7 @@ fn fused_conv_equals_burn_conv2d_in_value_and_gradients() {
     conv_case(2, 4, 6, 8, 7, 5);
     // 64·9 rows × 24·24 columns: about 3 images per chunk, so 5 images take two chunks.
     conv_case(5, 64, 8, 24, 24, 3);
-    // k = 1 (cols is x itself) over two chunks: 600 rows × 576 columns, 3 images per chunk.
+    // k = 1 over two chunks: 600 rows × 576 columns, 3 images per chunk.
     conv_case(5, 600, 2, 24, 24, 1);
 }
 
