@@ -1,14 +1,17 @@
-//! 2-D convolution (stride 1, "same" padding, no groups, with bias) as im2col + one GEMM per
-//! product, forward and backward.
+//! 2-D convolution (stride 1, "same" padding, no groups, with bias) as im2col + GEMM, forward
+//! and backward.
 //!
 //! burn-flex's conv2d backward computes the weight gradient as a convolution of the swapped input
 //! with the whole output gradient as its kernel, several times slower than the GEMM it amounts
-//! to. Here, with `cols = im2col(x)` laid out `[C_in·k², B·H·W]` (batch folded into the columns):
-//! - forward `y = W·cols + b` (one GEMM `[C_out, C_in·k²] × [C_in·k², B·H·W]`, then a pass that
-//!   puts the batch back in front and adds the bias);
-//! - backward `dW = dy·colsᵀ`, `dx = col2im(Wᵀ·dy)`, `db = Σ dy` with `dy` as `[C_out, B·H·W]`
-//!   (one pass to lay it out, which also sums `db`). `cols` is rebuilt from the kept input
-//!   rather than stored (it is k² times the input).
+//! to. Here the batch is taken in chunks of `n` images whose columns
+//! `cols_i = im2col(x_i)`, `[C_in·k², H·W]` per image, fill about 4 MiB (one buffer, reused):
+//! - forward `y_i = W·cols_i + b` (`[C_out, H·W]`, channels first), or `cols_iᵀ·Wᵀ + b`
+//!   (`[H·W, C_out]`, channels last) — one batched GEMM per chunk, `W` broadcast;
+//! - backward `dW = Σ_i dy_i·cols_iᵀ`, `dx_i = col2im(Wᵀ·dy_i)`, `db = Σ dy`, one GEMM each per
+//!   chunk. `cols` is rebuilt from the kept input rather than stored (k² times the input).
+//!
+//! A batch-wide im2col (`[C_in·k², B·H·W]`, one GEMM) was memory-bound: 2.6× slower than burn's
+//! tiled forward at 96 channels.
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
