@@ -19,13 +19,12 @@ mod blocks;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, EmbeddingConfig, GroupNorm, Initializer};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor};
 use mdm_prime_core::Codec;
 pub use mdm_prime_core::config::UnetConfig;
 
 pub use blocks::{AttentionBlock, ResBlock, avg_pool2, upsample2};
-use blocks::{conv, group_norm, group_norm_affine, zero_conv};
+use blocks::{conv, conv_forward, conv_forward_nhwc, group_norm, group_norm_affine, zero_conv};
 
 /// One encoder or decoder step: a res-block, then attention at the configured resolutions.
 #[derive(Module, Debug)]
@@ -176,7 +175,7 @@ impl Unet {
         let span = crate::profile::span("embedding");
         let x = self.embed_input(yt);
         let mut h = match &self.input_proj {
-            Some(p) => p.forward(x),
+            Some(p) => conv_forward(p, x),
             None => x,
         };
         drop(span);
@@ -211,8 +210,16 @@ impl Unet {
         let _span = crate::profile::span("head");
         let g = self.out_norm.gamma.as_ref().expect("affine").val();
         let b = self.out_norm.beta.as_ref().expect("affine").val();
-        let h = silu(group_norm_affine(h, self.out_norm.num_groups, g, b));
-        self.output_to_tokens(self.out_conv.forward(h))
+        let h = group_norm_affine(h, self.out_norm.num_groups, g, b, true);
+        // The head's conv writes channels last, `[B, H, W, C·V]`: channel `c·V + v` at (h, w)
+        // is then already logit v of token `(h·W + w)·C + c` (what `output_to_tokens` does to
+        // the channels-first layout, without its permutation).
+        let [bsz, _, hh, ww] = h.dims();
+        conv_forward_nhwc(&self.out_conv, h).reshape([
+            bsz,
+            hh * ww * self.image_channels,
+            self.vocab,
+        ])
     }
 
     /// The encoder: sub-token embeddings concatenated per pixel, channel index
@@ -237,7 +244,7 @@ impl Unet {
     }
 
     /// The decoder's reshape: output channel `c·V + v` at (h, w) becomes logit v of token
-    /// `(h·W + w)·C + c`.
+    /// `(h·W + w)·C + c` (`logits` gets the same from a channels-last head conv).
     ///
     /// # Shapes
     /// `[B, C·V, H, W]` → `[B, H·W·C, V]`.

@@ -9,25 +9,32 @@
 //! is not on the flex backend.
 //!
 //! One file per op: `gelu`, `nll` (filtered NLL and log-softmax), `dropout`, `attention` (rotary
-//! self-attention), `norm` (LayerNorm + adaLN modulation); this file holds what they share (the
+//! self-attention), `norm` (LayerNorm + adaLN modulation), `conv` (2-D "same" convolution as
+//! im2col + GEMM), `group_norm` (GroupNorm + affine + optional SiLU); this file holds what they share (the
 //! vectorised `exp`, SIMD dispatch, flex primitives, recording an op).
 
 mod attention;
+mod conv;
 mod dropout;
 mod gelu;
+mod group_norm;
 mod nll;
 mod norm;
 
 pub use attention::{Rope, rotary_attention, rotary_attention_composed};
+pub use conv::{
+    conv2d_module, conv2d_module_nhwc, conv2d_same, conv2d_same_composed, conv2d_same_nhwc,
+};
 pub use dropout::dropout;
 pub use gelu::{gelu_tanh, gelu_tanh_composed};
+pub use group_norm::{GN_EPS, group_norm_silu, group_norm_silu_composed};
 pub use nll::{Allowed, DigitFilter, filtered_log_softmax, filtered_nll, filtered_nll_composed};
 pub use norm::{LN_EPS, layer_norm_modulate, layer_norm_modulate_composed};
 
 use burn::tensor::{Tensor, TensorData};
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
-use burn_autodiff::ops::{Backward, OpsKind};
+use burn_autodiff::ops::{Backward, NodeGuard, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 use pulp::WithSimd;
 
@@ -129,6 +136,76 @@ fn custom_unary<const D: usize, const E: usize, Op: Backward<Flex, 1>>(
         let prim = x.clone().try_into_primitive::<Flex>().ok()?;
         Some(Tensor::from_primitive::<Flex>(forward(contiguous(prim)).0))
     }
+}
+
+/// One input of a fused op, its rank erased: a contiguous flex primitive, with its autodiff node
+/// when it has one.
+enum Input {
+    Tracked(FlexTensor, NodeGuard),
+    Plain(FlexTensor),
+}
+
+/// `t` as an [`Input`]; `None` when it is not an f32 tensor on flex.
+fn input<const D: usize>(t: &Tensor<D>) -> Option<Input> {
+    if t.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    if t.is_autodiff() {
+        let (prim, guard) = t.clone().try_into_primitive::<Ad>().ok()?.into_parts();
+        Some(Input::Tracked(contiguous(prim), guard))
+    } else {
+        let prim = t.clone().try_into_primitive::<Flex>().ok()?;
+        Some(Input::Plain(contiguous(prim)))
+    }
+}
+
+/// Runs an `N`-input op on flex, as [`custom_unary`] does for one input: `forward(inputs) →
+/// (output, backward state)`, recorded with `op` when every input is an autodiff tensor, output
+/// only when none is. `None` when an input is not on flex or the inputs mix autodiff and plain
+/// tensors (the caller falls back to the composed version).
+fn custom_op<const N: usize, const E: usize, Op: Backward<Flex, N>>(
+    inputs: [Option<Input>; N],
+    op: Op,
+    forward: impl FnOnce([FlexTensor; N]) -> (FlexTensor, Op::State),
+) -> Option<Tensor<E>> {
+    let inputs: Vec<Input> = inputs.into_iter().collect::<Option<_>>()?;
+    if inputs.iter().all(|i| matches!(i, Input::Tracked(..))) {
+        let (prims, guards): (Vec<FlexTensor>, Vec<NodeGuard>) = inputs
+            .into_iter()
+            .map(|i| match i {
+                Input::Tracked(p, g) => (p, g),
+                Input::Plain(_) => unreachable!("all inputs are tracked"),
+            })
+            .unzip();
+        let guards: [NodeGuard; N] = guards.try_into().ok()?;
+        let prims: [FlexTensor; N] = prims.try_into().ok()?;
+        let prep = op
+            .prepare::<NoCheckpointing>(guards)
+            .compute_bound()
+            .stateful();
+        let (out, state) = forward(prims);
+        let t = match prep {
+            OpsKind::Tracked(prep) => prep.finish(state, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        Some(Tensor::from_primitive::<Ad>(t))
+    } else if inputs.iter().all(|i| matches!(i, Input::Plain(_))) {
+        let prims: Vec<FlexTensor> = inputs
+            .into_iter()
+            .map(|i| match i {
+                Input::Plain(p) | Input::Tracked(p, _) => p,
+            })
+            .collect();
+        let prims: [FlexTensor; N] = prims.try_into().ok()?;
+        Some(Tensor::from_primitive::<Flex>(forward(prims).0))
+    } else {
+        None
+    }
+}
+
+/// The backend's GEMM on flex primitives (strided views allowed), contiguous result.
+fn matmul(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
+    contiguous(burn_flex::ops::matmul::matmul(a.clone(), b.clone()))
 }
 
 #[cfg(test)]

@@ -4,13 +4,10 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, PaddingConfig2d};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
-use crate::ops::dropout;
-
-/// GroupNorm ε (PyTorch's default, used by ADM's `GroupNorm32`).
-const GN_EPS: f64 = 1e-5;
+use crate::ops::{GN_EPS, conv2d_module, conv2d_module_nhwc, dropout, group_norm_silu};
 
 /// A `k × k` convolution, stride 1, "same" padding, PyTorch's default initialisation
 /// (kaiming-uniform a = √5: weight and bias ~ U(±1/√fan_in), which is burn's default too).
@@ -30,6 +27,25 @@ pub fn zero_conv(c_in: usize, c_out: usize, k: usize, device: &Device) -> Conv2d
         .init(device)
 }
 
+/// `conv.forward(x)` as one im2col + GEMM op forward and backward ([`conv2d_module`]: burn-flex's
+/// conv2d weight gradient is several times slower than the GEMM it amounts to). The module keeps
+/// the parameters (and their checkpoint names); only the computation changes.
+///
+/// # Shapes
+/// `x: [B, C_in, H, W]` → `[B, C_out, H, W]`.
+pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv2d_module(conv, x)
+}
+
+/// [`conv_forward`] with the output channels last (`conv.forward(x).permute([0, 2, 3, 1])`
+/// without the permutation, forward or backward).
+///
+/// # Shapes
+/// `x: [B, C_in, H, W]` → `[B, H, W, C_out]`.
+pub fn conv_forward_nhwc(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv2d_module_nhwc(conv, x)
+}
+
 /// ADM's `normalization(ch)`: GroupNorm with learned per-channel weight and bias.
 pub fn group_norm(groups: usize, channels: usize, device: &Device) -> GroupNorm {
     GroupNormConfig::new(groups, channels)
@@ -38,24 +54,26 @@ pub fn group_norm(groups: usize, channels: usize, device: &Device) -> GroupNorm 
 }
 
 /// `GroupNorm(x)·g + b` with per-channel `g, b: [C]` given by the caller (the module's own
-/// affine, optionally folded with a scale-shift): one normalisation, one affine pass.
+/// affine, optionally folded with a scale-shift), then SiLU when `silu`: one fused op forward
+/// and backward ([`group_norm_silu`]; ε = [`GN_EPS`]).
 ///
 /// # Shapes
 /// `x: [B, C, H, W]`, `g, b: [C]` → `[B, C, H, W]`.
-pub fn group_norm_affine(x: Tensor<4>, groups: usize, g: Tensor<1>, b: Tensor<1>) -> Tensor<4> {
-    let [n, c, h, w] = x.dims();
-    let x = x.reshape([n, groups, (c / groups) * h * w]);
-    let x = x.clone() - x.mean_dim(2);
-    let var = x.clone().square().mean_dim(2);
-    let x = (x / var.add_scalar(GN_EPS).sqrt()).reshape([n, c, h, w]);
-    x * g.reshape([1, c, 1, 1]) + b.reshape([1, c, 1, 1])
+pub fn group_norm_affine(
+    x: Tensor<4>,
+    groups: usize,
+    g: Tensor<1>,
+    b: Tensor<1>,
+    silu: bool,
+) -> Tensor<4> {
+    group_norm_silu(x, groups, g, b, silu)
 }
 
 /// The module's GroupNorm (its learned weight and bias), then SiLU.
 fn norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     let _span = crate::profile::span("norm");
     let (g, b) = affine(norm);
-    silu(group_norm_affine(x, norm.num_groups, g, b))
+    group_norm_affine(x, norm.num_groups, g, b, true)
 }
 
 fn affine(norm: &GroupNorm) -> (Tensor<1>, Tensor<1>) {
@@ -144,7 +162,7 @@ impl ResBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let h = norm_silu(&self.norm1, x.clone());
         let span = crate::profile::span("conv");
-        let h = self.conv1.forward(h);
+        let h = conv_forward(&self.conv1, h);
         drop(span);
         let span = crate::profile::span("norm");
         let (mut g, mut b) = affine(&self.norm2);
@@ -156,13 +174,13 @@ impl ResBlock {
             g = g * scale.clone();
             b = b * scale + shift;
         }
-        let h = silu(group_norm_affine(h, self.norm2.num_groups, g, b));
+        let h = group_norm_affine(h, self.norm2.num_groups, g, b, true);
         let h = dropout(h, &self.dropout);
         drop(span);
         let _span = crate::profile::span("conv");
-        let h = self.conv2.forward(h);
+        let h = conv_forward(&self.conv2, h);
         let x = match &self.skip {
-            Some(skip) => skip.forward(x),
+            Some(skip) => conv_forward(skip, x),
             None => x,
         };
         x + h
@@ -200,9 +218,9 @@ impl AttentionBlock {
         let (nh, t) = (self.heads, h * w);
         let ch = c / nh;
         let (g, beta) = affine(&self.norm);
-        let xn = group_norm_affine(x.clone(), self.norm.num_groups, g, beta);
+        let xn = group_norm_affine(x.clone(), self.norm.num_groups, g, beta, false);
         // [B, 3C, H, W] → [B, 3, heads, ch, T]: channel index (k·heads + head)·ch + i.
-        let qkv = self.qkv.forward(xn).reshape([b, 3, nh, ch, t]);
+        let qkv = conv_forward(&self.qkv, xn).reshape([b, 3, nh, ch, t]);
         let part = |k: usize| qkv.clone().slice_dim(1, k..k + 1).reshape([b, nh, ch, t]);
         let scale = (ch as f64).powf(-0.25);
         let (q, k, v) = (
@@ -213,6 +231,6 @@ impl AttentionBlock {
         // weight[t, s] = Σ_c q[c, t]·k[c, s], softmax over s; out[c, t] = Σ_s weight[t, s]·v[c, s].
         let weight = softmax(q.swap_dims(2, 3).matmul(k), 3);
         let a = v.matmul(weight.swap_dims(2, 3)).reshape([b, c, h, w]);
-        x + self.proj.forward(a)
+        x + conv_forward(&self.proj, a)
     }
 }
