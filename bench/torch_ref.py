@@ -23,7 +23,8 @@ synthetic images, design §6.3, §3.3, §4.4, §7.3):
 - polynomial schedule alpha_t = (1 - t)^3, t ~ U(eps, 1) i.i.d., objective cross_entropy (mean
   over all B*L pixel tokens of -log softmax(logits)[x0], no filter), AdamW betas (0.9, 0.95),
   lr 2e-3, EMA 0.99;
-- the image sampler: T = 196 steps on t_i = 1 - i/T, reveal probability
+- the image sampler: T = 256 steps on t_i = 1 - g(i/T), g(tau) = 1 - (1 - tau)^1.7, logits
+  divided by 1 - 0.2 tau^2 (tau = 1 - t), reveal probability
   (alpha_s - alpha_t)/(1 - alpha_t), each revealed digit drawn from its digit marginal,
   float64 exponential races, no caching (the network runs at every step: NFE = T).
 
@@ -69,7 +70,7 @@ CONFIGS = {
                        embed_dim=32, channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
                        attention_ds=(4,), head_channels=32, groups=8, dropout=0.1,
                        scale_shift=True, seq_len=784, batch_size=32, flip=True,
-                       schedule_n=3.0, sample_steps=196,
+                       schedule_n=3.0, sample_steps=256,
                        lr=2e-3, betas=(0.9, 0.95), ema_decay=0.99),
 }
 # Not a benchmark config: the paper's CIFAR-10 network at ell = 2 (UnetConfig::default(),
@@ -765,7 +766,8 @@ def digit_marginals(codec: Codec, probs: torch.Tensor) -> torch.Tensor:
 def sample_image(model: PrimeUNet, codec: Codec, cfg, batch: int, steps: int,
                  gen: torch.Generator):
     """The image sampler of [sample] in configs/fmnist-cpu.toml (design §7.3): grid
-    t_i = 1 - i/T (identity warp, temperature 1), each still-masked sub-token revealed with
+    t_i = 1 - g(i/T) with the time warp g(tau) = 1 - (1 - tau)^1.7, logits divided by the
+    temperature 1 - 0.2 tau^2 at flow time tau = 1 - t, each still-masked sub-token revealed with
     probability (alpha_s - alpha_t)/(1 - alpha_t); a revealed digit takes a float64
     exponential-race draw from its digit marginal of softmax(logits) (draw = "marginals", no
     filter). No caching: the network runs at every step (the public image code; NFE = T).
@@ -774,11 +776,12 @@ def sample_image(model: PrimeUNet, codec: Codec, cfg, batch: int, steps: int,
     ell, mask, l = codec.ell, codec.mask_id, cfg["seq_len"]
     n = cfg["schedule_n"]
     y = torch.full((batch, l * ell), mask, dtype=torch.long)
-    grid = [1.0 - i / steps for i in range(steps + 1)]
+    grid = [(1.0 - i / steps) ** 1.7 for i in range(steps + 1)]
     nfe = 0
 
-    def draw(y):
-        probs = torch.softmax(model.logits(y), dim=-1)                        # [B, L, V]
+    def draw(y, t):
+        temperature = 1.0 - 0.2 * (1.0 - t) ** 2
+        probs = torch.softmax(model.logits(y) / temperature, dim=-1)          # [B, L, V]
         d = sample_categorical_race(digit_marginals(codec, probs), gen)      # [B, L, ell]
         return d.reshape(batch, l * ell)
 
@@ -786,12 +789,12 @@ def sample_image(model: PrimeUNet, codec: Codec, cfg, batch: int, steps: int,
         t, s = grid[k], grid[k + 1]
         a_t, a_s = polynomial_alpha(t, n), polynomial_alpha(s, n)
         p = min(max((a_s - a_t) / (1.0 - a_t), 0.0), 1.0)
-        d = draw(y)
+        d = draw(y, t)
         nfe += 1
         reveal = (y == mask) & (torch.rand(y.shape, dtype=torch.float64, generator=gen) < p)
         y = torch.where(reveal, d, y)
     if bool((y == mask).any()):          # noise removal (never reached on this grid: p = 1 last)
-        y = torch.where(y == mask, draw(y), y)
+        y = torch.where(y == mask, draw(y, grid[-1]), y)
         nfe += 1
     codes = codec.decode(y.view(batch, l, ell))
     invalid = codes >= codec.vocab_size
@@ -1114,7 +1117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sdpa", action="store_true",
                     help="use F.scaled_dot_product_attention instead of matmul+softmax")
     ap.add_argument("--steps", type=int, default=0,
-                    help="sampler steps T (default: L = 128, cpu-fmnist 196; quick checks only)")
+                    help="sampler steps T (default: L = 128, cpu-fmnist 256; quick checks only)")
     ap.add_argument("--batch", type=int, default=0,
                     help="override the batch size (default 16, cpu-fmnist 32; quick checks only)")
     ap.add_argument("--check", action="store_true", help="run the correctness checks and exit")

@@ -95,6 +95,9 @@ pub trait Denoiser: Module + Sized + 'static {
 /// not part of a parameter's path, see `params.rs`), so a run directory's weights read the same
 /// whichever way the network is held.
 #[derive(Module, Debug)]
+// One value per copy of the weights (model, EMA): the size of the smaller variant is not worth a
+// box, which burn's Module derive would not see through.
+#[allow(clippy::large_enum_variant)]
 pub enum Network {
     Dit(Dit),
     Unet(Unet),
