@@ -65,11 +65,11 @@ CONFIGS = {
     "cpu-bytes": dict(vocab_size=256, ell=4, d_model=256, n_layers=4, n_heads=4, cond_dim=128,
                       mlp_ratio=4, dropout=0.1, seq_len=128, batch_size=16),
     # configs/fmnist-cpu.toml as `mdm-prime bench --config cpu-fmnist` runs it: 28 x 28 x 1
-    # synthetic uniform images (L = 784 pixel tokens, V = 256, ell = 2, b = 16), batch 32.
+    # synthetic uniform images (L = 784 pixel tokens, V = 256, ell = 2, b = 16), batch 16.
     "cpu-fmnist": dict(kind="unet", vocab_size=256, ell=2, height=28, width=28, image_channels=1,
                        embed_dim=32, channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
-                       attention_ds=(4,), head_channels=32, groups=8, dropout=0.1,
-                       scale_shift=True, seq_len=784, batch_size=32, flip=True,
+                       attention_ds=(4,), head_channels=32, groups=8, dropout=0.0,
+                       scale_shift=True, seq_len=784, batch_size=16, flip=True,
                        schedule_n=3.0, sample_steps=256,
                        lr=2e-3, betas=(0.9, 0.95), ema_decay=0.99),
 }
