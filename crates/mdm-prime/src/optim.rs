@@ -12,9 +12,13 @@ use crate::params::{map_params, params_by_path};
 
 /// `‖g‖₂` over all gradients together (PyTorch `clip_grad_norm_`'s total norm).
 pub fn global_norm(grads: &HashMap<String, Tensor<1>>) -> f64 {
-    grads
-        .values()
-        .map(|g| g.clone().square().sum().into_scalar::<f32>() as f64)
+    // Summed in path order: a HashMap's iteration order changes from process to process, and
+    // with it the rounding of the f64 sum, the clipping factor and every later weight.
+    let mut paths: Vec<&String> = grads.keys().collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| grads[p].clone().square().sum().into_scalar::<f32>() as f64)
         .sum::<f64>()
         .sqrt()
 }
@@ -127,6 +131,26 @@ mod tests {
     use super::*;
     use burn::module::Param;
     use burn::tensor::{Device, TensorData};
+
+    #[test]
+    fn global_norm_does_not_depend_on_the_map_order() {
+        // Squares 1e16 and eight 1s: in f64, 1e16 + 1 = 1e16, so the sum depends on the order
+        // (1e16 first: 1e16; the ones first: 1e16 + 8). Each new HashMap iterates in its own
+        // order; the norm must not.
+        let d = Device::default();
+        let t = |v: f32| Tensor::<1>::from_data(TensorData::new(vec![v], [1]), &d);
+        let norms: Vec<u64> = (0..16)
+            .map(|_| {
+                let mut g = HashMap::new();
+                g.insert("big".to_string(), t(1e8));
+                for k in 0..8 {
+                    g.insert(format!("one{k}"), t(1.0));
+                }
+                global_norm(&g).to_bits()
+            })
+            .collect();
+        assert!(norms.iter().all(|&n| n == norms[0]), "{norms:?}");
+    }
 
     #[derive(Module, Debug)]
     struct Toy {
