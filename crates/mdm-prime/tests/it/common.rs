@@ -49,3 +49,45 @@ pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Deterministic pseudo-random values in about [−scale, scale].
+pub fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// `|fused − reference| ≤ 1e-5·|reference| + 1e-6·max|reference|` (the floor covers entries
+/// that are sums with cancellation, where the two summation orders differ by rounding).
+pub fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0.0f32, |m, w| m.max(w.abs()));
+    for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let tol = 1e-5 * w.abs() + 1e-6 * scale;
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}[{k}]: fused {g} vs reference {w} (|diff| {} > {tol})",
+            (g - w).abs()
+        );
+    }
+}
+
+/// Median wall-clock milliseconds of `f` over `n` runs after one warm-up.
+pub fn median_ms(n: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..n)
+        .map(|_| {
+            let s = std::time::Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[n / 2]
+}

@@ -10,33 +10,7 @@ use mdm_prime::ops::{
     group_norm_silu, group_norm_silu_composed,
 };
 
-/// Deterministic pseudo-random values in about [−scale, scale].
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-/// `|fused − reference| ≤ 1e-5·|reference| + 1e-6·max|reference|` (the floor covers entries
-/// that are sums with cancellation, where the two summation orders differ by rounding).
-fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let scale = want.iter().fold(0.0f32, |m, w| m.max(w.abs()));
-    for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let tol = 1e-5 * w.abs() + 1e-6 * scale;
-        assert!(
-            (g - w).abs() <= tol,
-            "{what}[{k}]: fused {g} vs reference {w} (|diff| {} > {tol})",
-            (g - w).abs()
-        );
-    }
-}
+use crate::common::{assert_close, median_ms, values};
 
 fn vec_of<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.try_into_vec_as().unwrap()
@@ -143,20 +117,6 @@ fn conv2d_module_equals_conv2d_forward() {
         let want = vec_of(want.permute([0, 2, 3, 1]).inner());
         assert_close(&got, &want, &format!("module nhwc k{k} s{stride}"));
     }
-}
-
-/// Median wall-clock milliseconds of `f` over `n` runs after one warm-up.
-fn median_ms(n: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..n)
-        .map(|_| {
-            let s = std::time::Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[n / 2]
 }
 
 /// The fused convolution against burn's at the tiny U-Net's shapes: forward, and forward +

@@ -6,34 +6,7 @@ use std::sync::Arc;
 use burn::tensor::{Device, Tensor, TensorData};
 use mdm_prime::ops::{Allowed, filtered_nll, filtered_nll_composed, gelu_tanh, gelu_tanh_composed};
 
-/// Deterministic pseudo-random values in about [−scale, scale].
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-/// `|fused − composed| ≤ 1e-5·|composed| + 1e-6·max|composed|`: 1e-5 relative, with a floor
-/// at a millionth of the tensor's scale for entries near 0 (there the composed f32 version is
-/// itself off by that much: `1 + tanh u` and `1 − tanh² u` cancel in GELU's tails).
-fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let scale = want.iter().fold(0.0f32, |m, w| m.max(w.abs()));
-    for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let tol = 1e-5 * w.abs() + 1e-6 * scale;
-        assert!(
-            (g - w).abs() <= tol,
-            "{what}[{k}]: fused {g} vs composed {w} (|diff| {} > {tol})",
-            (g - w).abs()
-        );
-    }
-}
+use crate::common::{assert_close, values};
 
 fn ad() -> Device {
     Device::default().autodiff()

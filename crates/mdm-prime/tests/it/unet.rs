@@ -8,7 +8,7 @@ use mdm_prime::core::Codec;
 use mdm_prime::model::unet::{Unet, UnetConfig};
 use mdm_prime::params::{grads_by_path, map_params, named_params, params_by_path};
 
-use crate::common::rng_lock;
+use crate::common::{median_ms, rng_lock};
 
 /// A config small enough for a test: widths 8 and 16, one res-block per level, attention at
 /// ds 2 and in the middle, 4 groups, no dropout.
@@ -339,20 +339,6 @@ fn config_parses_with_defaults_and_rejects_unknown_keys() {
     assert_eq!(cfg.channels, 32);
     assert_eq!(cfg.embed_dim, 96);
     assert!(serde_json::from_str::<UnetConfig>(r#"{"chanels": 32}"#).is_err());
-}
-
-/// Median wall-clock milliseconds of `f` over `n` runs after one warm-up.
-fn median_ms(n: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..n)
-        .map(|_| {
-            let s = std::time::Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[n / 2]
 }
 
 /// burn-flex conv2d, 3 × 3 same padding: forward, and forward + backward (input and weight
