@@ -79,6 +79,54 @@ impl RunDir {
     pub fn loss_plot(&self) -> PathBuf {
         self.root.join("loss.png")
     }
+    /// `lock`: held (advisory, exclusive) by the one process training in this directory.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    /// Takes the directory's writer lock: an exclusive advisory lock on [`RunDir::lock_file`]
+    /// (the directory must exist), held until the returned file is dropped. The kernel releases
+    /// it when the process ends, however it ends, so a crash never leaves it stuck. A second
+    /// writer gets an error naming the holder's pid.
+    pub fn lock(&self) -> Result<std::fs::File, Error> {
+        use std::io::{Read, Seek, Write};
+        let path = self.lock_file();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(Error::checkpoint(
+                    &self.root,
+                    format!(
+                        "another process ({}) is training in this run directory; wait for it to \
+                         finish, or train into another --run-dir (eval and sample may read it \
+                         meanwhile)",
+                        match holder.trim() {
+                            "" => "pid unknown".to_string(),
+                            pid => format!("pid {pid}"),
+                        }
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        let written = (|| {
+            file.set_len(0)?;
+            file.rewind()?;
+            writeln!(file, "{}", std::process::id())
+        })();
+        written.map_err(|e| Error::io(&path, e))?;
+        Ok(file)
+    }
+
     pub fn version(&self) -> PathBuf {
         self.root.join("version.txt")
     }

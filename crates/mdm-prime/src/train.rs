@@ -73,6 +73,8 @@ pub struct Trainer {
     pub state: TrainState,
     pub tables: PrimeTables,
     device: Device,
+    /// The run directory's writer lock, held while this trainer lives.
+    _lock: std::fs::File,
 }
 
 impl Trainer {
@@ -116,6 +118,8 @@ impl Trainer {
                     ),
                 ));
             }
+            // Everything is read and checked; take the writer lock before the first write.
+            let lock = run.lock()?;
             trim_metrics(&run, state.step)?;
             // The resumed config may change training-only keys (steps, lr, ...); record it.
             checkpoint::write_atomic(&run.config(), cfg.to_toml()?.as_bytes())?;
@@ -128,6 +132,7 @@ impl Trainer {
                 state,
                 tables,
                 device: device.clone(),
+                _lock: lock,
             });
         }
         if run.has_checkpoint() {
@@ -137,6 +142,7 @@ impl Trainer {
             ));
         }
         std::fs::create_dir_all(&run.root).map_err(|e| Error::io(&run.root, e))?;
+        let lock = run.lock()?;
         checkpoint::write_atomic(&run.config(), cfg.to_toml()?.as_bytes())?;
         checkpoint::write_atomic(&run.version(), format!("{}\n", code_version()).as_bytes())?;
         let _ = std::fs::remove_file(run.metrics());
@@ -156,6 +162,7 @@ impl Trainer {
             state,
             tables,
             device: device.clone(),
+            _lock: lock,
         })
     }
 

@@ -7,5 +7,6 @@ mod image;
 mod model;
 mod ops;
 mod resume;
+mod rundir;
 mod sampler;
 mod unet;
