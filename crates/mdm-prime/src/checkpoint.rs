@@ -46,6 +46,10 @@ pub struct TrainState {
     pub tokens_seen: u64,
     pub elapsed_s: f64,
     pub code_version: String,
+    /// Steps whose loss or gradient was not finite: counted in `step`, their update not applied
+    /// (so the optimiser is at `step − skipped_steps`).
+    #[serde(default)]
+    pub skipped_steps: u64,
 }
 
 /// Paths of one run directory.

@@ -47,6 +47,14 @@ pub enum TrainEvent {
         grad_norm: f64,
         tokens_per_s: f64,
     },
+    /// A step whose loss or gradient norm was not finite: skipped (no update); `consecutive`
+    /// such steps in a row so far.
+    Skipped {
+        step: u64,
+        loss: f64,
+        grad_norm: f64,
+        consecutive: u64,
+    },
     /// A validation pass finished.
     Eval { step: u64, report: EvalReport },
     /// A checkpoint was written.
@@ -109,12 +117,12 @@ impl Trainer {
             let model = checkpoint::load_module(fresh, &run.model())?;
             let ema = checkpoint::load_module(model.valid(), &run.ema())?;
             checkpoint::load_optimizer(&mut optim, &run.optim(), device)?;
-            if optim.step != state.step {
+            if optim.step + state.skipped_steps != state.step {
                 return Err(Error::checkpoint(
                     &run.root,
                     format!(
-                        "optimizer is at step {} but state.json says {}: the checkpoint is inconsistent",
-                        optim.step, state.step
+                        "optimizer is at step {} but state.json says {} ({} skipped): the checkpoint is inconsistent",
+                        optim.step, state.step, state.skipped_steps
                     ),
                 ));
             }
@@ -152,6 +160,7 @@ impl Trainer {
             tokens_seen: 0,
             elapsed_s: 0.0,
             code_version: code_version(),
+            skipped_steps: 0,
         };
         Ok(Trainer {
             cfg: cfg.clone(),
@@ -225,15 +234,16 @@ impl Trainer {
                 grads.insert(path, g);
             }
         }
-        if !loss_sum.is_finite() {
-            return Err(Error::checkpoint(
-                &self.run.root,
-                format!("loss became {loss_sum} at step {step}; lower train.lr or check the data"),
-            ));
-        }
         let span = crate::profile::span("optimizer");
         let norm = global_norm(&grads);
         let lr = learning_rate(&cfg.train, step);
+        if !(loss_sum.is_finite() && norm.is_finite()) {
+            // A bad step: the batch is consumed, the weights, optimiser and EMA stay as they are.
+            self.state.step += 1;
+            self.state.skipped_steps += 1;
+            self.state.tokens_seen += (cfg.train.batch_size * data.seq_len) as u64;
+            return Ok((loss_sum, norm, lr));
+        }
         let model = self.model.clone();
         self.model = self
             .optim
@@ -317,6 +327,7 @@ pub fn run(
     let elapsed0 = trainer.state.elapsed_s;
     let mut last_eval = None;
     let mut interrupted = false;
+    let mut bad_streak = 0u64;
     while trainer.state.step < total {
         let t0 = Instant::now();
         let (loss, grad_norm, lr) = trainer.step(data)?;
@@ -324,24 +335,50 @@ pub fn run(
         let tokens_per_s =
             (trainer.cfg.train.batch_size * data.seq_len) as f64 / t0.elapsed().as_secs_f64();
         trainer.state.elapsed_s = elapsed0 + started.elapsed().as_secs_f64();
-        on_event(&TrainEvent::Step {
-            step,
-            loss,
-            lr,
-            grad_norm,
-            tokens_per_s,
-        });
-        let tc = &trainer.cfg.train;
-        if step.is_multiple_of(tc.log_every) || step == total {
+        if !(loss.is_finite() && grad_norm.is_finite()) {
+            bad_streak += 1;
             trainer.log(
-                json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                "tokens_per_s": tokens_per_s, "elapsed_s": trainer.state.elapsed_s}),
+                json!({"step": step, "skipped": true, "loss": loss.to_string(),
+                "grad_norm": grad_norm.to_string(), "consecutive": bad_streak,
+                "skipped_total": trainer.state.skipped_steps}),
             )?;
+            on_event(&TrainEvent::Skipped {
+                step,
+                loss,
+                grad_norm,
+                consecutive: bad_streak,
+            });
+            if bad_streak >= trainer.cfg.train.max_bad_steps {
+                return Err(too_many_bad_steps(
+                    trainer, step, bad_streak, loss, grad_norm,
+                ));
+            }
+        } else {
+            bad_streak = 0;
+            on_event(&TrainEvent::Step {
+                step,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_s,
+            });
+            if step.is_multiple_of(trainer.cfg.train.log_every) || step == total {
+                trainer.log(
+                    json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                    "tokens_per_s": tokens_per_s, "elapsed_s": trainer.state.elapsed_s}),
+                )?;
+            }
         }
+        let tc = &trainer.cfg.train;
         let timed_out = tc.time_limit_s > 0 && started.elapsed().as_secs() >= tc.time_limit_s;
         interrupted = stop.load(Ordering::SeqCst);
         let last = step == total || interrupted || timed_out;
-        if (tc.eval_every > 0 && step.is_multiple_of(tc.eval_every)) || (last && !interrupted) {
+        // While steps are being skipped the weights may be what went wrong: neither evaluate nor
+        // overwrite the last good checkpoint with them.
+        let healthy = bad_streak == 0;
+        if healthy
+            && ((tc.eval_every > 0 && step.is_multiple_of(tc.eval_every)) || (last && !interrupted))
+        {
             let report = trainer.validate(data, tc.eval_sequences)?;
             trainer.log(json!({"step": step, "val": &report}))?;
             on_event(&TrainEvent::Eval {
@@ -350,7 +387,7 @@ pub fn run(
             });
             last_eval = Some(report);
         }
-        if step.is_multiple_of(tc.checkpoint_every) || last {
+        if healthy && (step.is_multiple_of(tc.checkpoint_every) || last) {
             trainer.save()?;
             on_event(&TrainEvent::Checkpoint { step });
         }
@@ -363,6 +400,30 @@ pub fn run(
         interrupted,
         last_eval,
     })
+}
+
+/// The error that stops a run after `n` consecutive non-finite steps: which step, what the last
+/// good checkpoint is, and what usually causes it.
+fn too_many_bad_steps(trainer: &Trainer, step: u64, n: u64, loss: f64, norm: f64) -> Error {
+    let last_good = match trainer.run.read_state() {
+        Ok(s) if trainer.run.has_checkpoint() => format!(
+            "the last good checkpoint is step {} in {} (continue with --resume)",
+            s.step,
+            trainer.run.root.display()
+        ),
+        _ => "no checkpoint was written yet".to_string(),
+    };
+    Error::checkpoint(
+        &trainer.run.root,
+        format!(
+            "training stopped at step {step}: {n} consecutive steps had a non-finite loss or \
+             gradient (last: loss {loss}, gradient norm {norm}; train.max_bad_steps = {}); \
+             {last_good}. Likely causes: a learning rate too high for this model and batch \
+             (lower train.lr, raise train.warmup_steps, keep train.grad_clip on), extreme or \
+             corrupt input data, or weights that already overflowed",
+            trainer.cfg.train.max_bad_steps
+        ),
+    )
 }
 
 /// Drops metrics lines logged after `step` (they belong to steps a resume will redo).

@@ -163,6 +163,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             report.elbo_nats_per_token, report.elbo_ppl, report.paper_objective_nats_per_token
         )),
         TrainEvent::Checkpoint { .. } => {}
+        TrainEvent::Skipped {
+            step,
+            loss,
+            grad_norm,
+            consecutive,
+        } => pb.println(format!(
+            "step {step} skipped: loss {loss}, gradient norm {grad_norm} ({consecutive} in a row; \
+             no update applied)"
+        )),
     })?;
     pb.finish_and_clear();
 

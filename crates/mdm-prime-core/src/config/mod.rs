@@ -187,6 +187,9 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Stop after this many seconds of training (0 = no limit); a checkpoint is written.
     pub time_limit_s: u64,
+    /// Stop after this many consecutive steps with a non-finite loss or gradient (each is
+    /// skipped: no update, logged); the last good checkpoint stays as it is.
+    pub max_bad_steps: u64,
 }
 
 /// Learning-rate schedule after the linear warm-up.
@@ -274,6 +277,7 @@ impl Default for TrainConfig {
             eval_sequences: 64,
             checkpoint_every: 500,
             time_limit_s: 0,
+            max_bad_steps: 5,
         }
     }
 }
@@ -418,6 +422,12 @@ impl RunConfig {
             return err(
                 "train.grad_clip",
                 "grad_clip and weight_decay must be ≥ 0".into(),
+            );
+        }
+        if t.max_bad_steps == 0 {
+            return err(
+                "train.max_bad_steps",
+                "must be ≥ 1 (1 = stop at the first non-finite loss or gradient)".into(),
             );
         }
         if t.log_every == 0 || t.checkpoint_every == 0 {

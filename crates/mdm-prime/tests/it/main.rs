@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
+mod faults;
 mod fused_unet;
 mod image;
 mod model;
