@@ -179,7 +179,33 @@ fn serialize(
         })
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
+    let mut metadata = metadata;
+    let mut sorted: Vec<(&str, &[usize], &[u8])> = tensors
+        .iter()
+        .map(|(n, sh, b)| (n.as_str(), sh.as_slice(), b.as_slice()))
+        .collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    metadata.insert(CHECKSUM_KEY.into(), format!("{:016x}", checksum(&sorted)));
     safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+}
+
+/// Metadata key of the tensors' checksum.
+const CHECKSUM_KEY: &str = "tensors_fnv1a64";
+
+/// FNV-1a 64 over every tensor in name order: name, shape and little-endian f32 bytes, each
+/// length-prefixed. Detects any flipped byte of the data.
+fn checksum(tensors: &[(&str, &[usize], &[u8])]) -> u64 {
+    let mut h = mdm_prime_core::data::Fnv1a::new();
+    for (name, shape, bytes) in tensors {
+        h.field(name.as_bytes());
+        let dims: Vec<u8> = shape
+            .iter()
+            .flat_map(|&d| (d as u64).to_le_bytes())
+            .collect();
+        h.field(&dims);
+        h.field(bytes);
+    }
+    h.finish()
 }
 
 /// Saves every float parameter of `module` (names = parameter paths) to a safetensors file,
@@ -235,6 +261,29 @@ pub fn read_safetensors(path: &Path) -> Result<Loaded, Error> {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         out.insert(name, (view.shape().to_vec(), values));
+    }
+    // Files written before checksums existed have none and load as before.
+    if let Some(stored) = metadata.get(CHECKSUM_KEY) {
+        let mut names: Vec<&String> = out.keys().collect();
+        names.sort();
+        let views = st.tensors();
+        let by_name: HashMap<&str, &[u8]> =
+            views.iter().map(|(n, v)| (n.as_str(), v.data())).collect();
+        let sorted: Vec<(&str, &[usize], &[u8])> = names
+            .iter()
+            .map(|n| (n.as_str(), out[*n].0.as_slice(), by_name[n.as_str()]))
+            .collect();
+        let actual = format!("{:016x}", checksum(&sorted));
+        if *stored != actual {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "checksum mismatch (stored {stored}, computed {actual}): the file is corrupt \
+                     (a damaged byte); restore it from a backup, or resume from another run \
+                     directory"
+                ),
+            ));
+        }
     }
     Ok((out, metadata))
 }

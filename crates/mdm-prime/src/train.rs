@@ -289,6 +289,8 @@ impl Trainer {
             "vocab_size".to_string(),
             self.tables.codec().vocab_size().to_string(),
         );
+        // The config the weights were written with, whatever config.toml says later.
+        meta.insert("config".to_string(), self.cfg.to_toml()?);
         checkpoint::save_module(&self.model, &self.run.model(), meta.clone())?;
         checkpoint::save_module(&self.ema, &self.run.ema(), meta)?;
         checkpoint::save_optimizer(&self.optim, &self.run.optim())?;

@@ -22,26 +22,39 @@ pub(super) const CACHE_HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
 /// 64-bit FNV-1a (offset basis 0xcbf29ce484222325, prime 0x100000001b3): a fixed algorithm, so
 /// cache names stay the same across Rust versions and platforms (unlike `DefaultHasher`).
 #[derive(Debug, Clone, Copy)]
-struct Fnv1a(u64);
+pub struct Fnv1a(u64);
 
 impl Fnv1a {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
 
-    fn new() -> Self {
+    /// The empty hash (the offset basis).
+    pub fn new() -> Self {
         Fnv1a(Self::OFFSET_BASIS)
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    /// The hash so far.
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+
+    /// Hashes `bytes` in.
+    pub fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(Self::PRIME);
         }
     }
 
     /// A length-prefixed field, so that ("ab", "c") and ("a", "bc") hash differently.
-    fn field(&mut self, bytes: &[u8]) {
+    pub fn field(&mut self, bytes: &[u8]) {
         self.write(&(bytes.len() as u64).to_le_bytes());
         self.write(bytes);
+    }
+}
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

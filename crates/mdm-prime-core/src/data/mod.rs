@@ -35,7 +35,7 @@ mod tokens;
 mod unigram;
 
 pub use blocks::{n_blocks, n_val_blocks, split_blocks, wrap_blocks};
-pub use cache::{CACHE_MAGIC, CACHE_VERSION, cache_path, fnv1a64};
+pub use cache::{CACHE_MAGIC, CACHE_VERSION, Fnv1a, cache_path, fnv1a64};
 pub use corpus::{CorpusSource, EMBEDDED_BYTES, EMBEDDED_TEXT, EMBEDDED_VERSION};
 pub use dataset::{Dataset, load_dataset};
 pub use image::{

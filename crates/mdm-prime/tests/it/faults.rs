@@ -102,3 +102,40 @@ fn too_many_bad_steps_stop_the_run_naming_the_step_and_checkpoint() {
     assert_eq!(metrics.matches("\"skipped\":true").count(), 3, "{metrics}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_flipped_byte_in_a_checkpoint_is_detected_on_load() {
+    let _guard = rng_lock();
+    let cfg = tiny_config(&[]);
+    let data = tiny_data(&cfg);
+    let dir = temp_dir("flip");
+    let run = RunDir::new(&dir);
+    let mut tr = Trainer::open(&cfg, run.clone(), false, &Device::default()).unwrap();
+    tr.step(&data).unwrap();
+    tr.save().unwrap();
+    drop(tr);
+    let (_, meta) = mdm_prime::checkpoint::read_safetensors(&run.model()).unwrap();
+    assert!(meta.contains_key("tensors_fnv1a64"));
+    assert!(
+        meta["config"].contains("[model]"),
+        "the config rides with the weights"
+    );
+    for file in [run.model(), run.ema(), run.optim()] {
+        let good = std::fs::read(&file).unwrap();
+        let mut bad = good.clone();
+        let k = bad.len() - 3; // inside the last tensor's data
+        bad[k] ^= 0x10;
+        std::fs::write(&file, &bad).unwrap();
+        let e = Trainer::open(&cfg, run.clone(), true, &Device::default())
+            .err()
+            .expect("a corrupt checkpoint was loaded")
+            .to_string();
+        assert!(
+            e.contains("checksum mismatch") && e.contains(&file.display().to_string()),
+            "{e}"
+        );
+        std::fs::write(&file, &good).unwrap();
+    }
+    assert!(Trainer::open(&cfg, run, true, &Device::default()).is_ok());
+    let _ = std::fs::remove_dir_all(dir);
+}
