@@ -57,6 +57,11 @@ pub struct TrainArgs {
     /// No progress bar (log lines instead).
     #[arg(long)]
     pub quiet: bool,
+    /// When a checkpoint cannot be written (full disk, I/O error): `stop` (default; the previous
+    /// checkpoint stays intact) or `retry` (keep training, write again after the next step).
+    /// Shorthand for --set train.on_write_error=….
+    #[arg(long, value_name = "stop|retry")]
+    pub on_write_error: Option<String>,
 }
 
 #[derive(Debug, Args)]

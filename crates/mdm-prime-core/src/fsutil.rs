@@ -5,10 +5,20 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Writes `bytes` to `path` atomically: a temporary `<name>.<pid>.<n>.tmp` beside it (unique per
-/// writer, so concurrent writers cannot clash), fsync, rename. On error the temporary file is
-/// removed and an existing `path` is untouched.
+/// Writes `bytes` to `path` atomically: [`write_temp`], then rename over `path`. On error the
+/// temporary file is removed and an existing `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = write_temp(path, bytes)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// Writes `bytes` to a new temporary file `<name>.<pid>.<n>.tmp` beside `path` (unique per
+/// writer, so concurrent writers cannot clash) and syncs it; returns its path. The caller renames
+/// it into place (several files can be prepared before any is committed). On error nothing is
+/// left behind.
+pub fn write_temp(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(
@@ -18,16 +28,47 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     ));
     let tmp = path.with_file_name(tmp_name);
     let written = (|| {
+        if take_injected_failure() {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
         let mut file = fs::File::create(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
+        file.sync_all()
     })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
+    match written {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    written
+}
+
+thread_local! {
+    /// (writes to let through, writes to fail after them).
+    static INJECTED: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Lets the next `pass` writes of this thread through, then makes the `fail` after them fail
+/// with ENOSPC ("No space left on device"): a test's injected writer for what a full disk does
+/// (no real file system is filled). `(0, 0)` turns it off.
+#[doc(hidden)]
+pub fn inject_write_failures(pass: usize, fail: usize) {
+    INJECTED.with(|c| c.set((pass, fail)));
+}
+
+fn take_injected_failure() -> bool {
+    INJECTED.with(|c| match c.get() {
+        (0, 0) => false,
+        (0, fail) => {
+            c.set((0, fail - 1));
+            true
+        }
+        (pass, fail) => {
+            c.set((pass - 1, fail));
+            false
+        }
+    })
 }
 
 /// The files of `dir` whose extension is `ext` (compared case-insensitively; not recursive;

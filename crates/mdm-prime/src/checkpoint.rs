@@ -213,8 +213,17 @@ fn checksum(tensors: &[(&str, &[usize], &[u8])]) -> u64 {
 pub fn save_module<M: Module>(
     module: &M,
     path: &Path,
-    mut metadata: HashMap<String, String>,
+    metadata: HashMap<String, String>,
 ) -> Result<(), Error> {
+    let bytes = module_bytes(module, metadata).map_err(|e| Error::checkpoint(path, e))?;
+    write_atomic(path, &bytes)
+}
+
+/// The safetensors bytes [`save_module`] writes.
+pub fn module_bytes<M: Module>(
+    module: &M,
+    mut metadata: HashMap<String, String>,
+) -> Result<Vec<u8>, String> {
     let tensors: Vec<_> = named_params(module)
         .into_iter()
         .map(|p| {
@@ -224,8 +233,30 @@ pub fn save_module<M: Module>(
         .collect();
     metadata.insert("format_version".into(), FORMAT_VERSION.into());
     metadata.insert("code_version".into(), code_version());
-    let bytes = serialize(&tensors, metadata).map_err(|e| Error::checkpoint(path, e))?;
-    write_atomic(path, &bytes)
+    serialize(&tensors, metadata)
+}
+
+/// Writes several files as one checkpoint: every file goes to a synced temporary beside it
+/// first; only when all are written are they renamed into place, in order (put the file that
+/// names the others, `state.json`, last). A failed write (a full disk, an I/O error) leaves every
+/// previous file as it was and no temporary behind; the error names the path and the cause.
+pub fn write_all_atomic(files: &[(PathBuf, Vec<u8>)]) -> Result<(), Error> {
+    let mut temps: Vec<PathBuf> = Vec::new();
+    for (path, bytes) in files {
+        match mdm_prime_core::fsutil::write_temp(path, bytes) {
+            Ok(tmp) => temps.push(tmp),
+            Err(e) => {
+                temps.iter().for_each(|t| {
+                    let _ = std::fs::remove_file(t);
+                });
+                return Err(Error::io(path, e));
+            }
+        }
+    }
+    for ((path, _), tmp) in files.iter().zip(&temps) {
+        std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
 }
 
 /// The tensors of a safetensors file as `name → (shape, values)`, plus its metadata.
@@ -336,6 +367,12 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, Error> {
 
 /// Saves AdamW's moments and step count.
 pub fn save_optimizer(opt: &AdamW, path: &Path) -> Result<(), Error> {
+    let bytes = optimizer_bytes(opt).map_err(|e| Error::checkpoint(path, e))?;
+    write_atomic(path, &bytes)
+}
+
+/// The safetensors bytes [`save_optimizer`] writes.
+pub fn optimizer_bytes(opt: &AdamW) -> Result<Vec<u8>, String> {
     let mut tensors = Vec::new();
     let mut names: Vec<&String> = opt.moments.keys().collect();
     names.sort();
@@ -348,8 +385,7 @@ pub fn save_optimizer(opt: &AdamW, path: &Path) -> Result<(), Error> {
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), opt.step.to_string());
     meta.insert("format_version".into(), FORMAT_VERSION.into());
-    let bytes = serialize(&tensors, meta).map_err(|e| Error::checkpoint(path, e))?;
-    write_atomic(path, &bytes)
+    serialize(&tensors, meta)
 }
 
 /// Restores AdamW's moments and step count into `opt` (whose hyper-parameters come from the

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use mdm_prime_core::config::RunConfig;
+use mdm_prime_core::config::{OnWriteError, RunConfig};
 use mdm_prime_core::data::Dataset;
 use mdm_prime_core::schedule::sample_times;
 use rand::rngs::StdRng;
@@ -55,6 +55,9 @@ pub enum TrainEvent {
         grad_norm: f64,
         consecutive: u64,
     },
+    /// A checkpoint could not be written (the previous one is intact); with
+    /// `train.on_write_error = "retry"` training goes on and the write is tried again.
+    WriteFailed { step: u64, error: String },
     /// A validation pass finished.
     Eval { step: u64, report: EvalReport },
     /// A checkpoint was written.
@@ -279,8 +282,9 @@ impl Trainer {
         )
     }
 
-    /// Writes weights, EMA, optimiser, then the state file (last, so it never points at
-    /// weights that are not there), and redraws the loss curve.
+    /// Writes weights, EMA, optimiser and the state file as one checkpoint (all written before any
+    /// replaces its predecessor, the state file renamed last, so it never points at weights that
+    /// are not there), and redraws the loss curve.
     pub fn save(&self) -> Result<()> {
         let mut meta = HashMap::new();
         meta.insert("step".to_string(), self.state.step.to_string());
@@ -291,10 +295,22 @@ impl Trainer {
         );
         // The config the weights were written with, whatever config.toml says later.
         meta.insert("config".to_string(), self.cfg.to_toml()?);
-        checkpoint::save_module(&self.model, &self.run.model(), meta.clone())?;
-        checkpoint::save_module(&self.ema, &self.run.ema(), meta)?;
-        checkpoint::save_optimizer(&self.optim, &self.run.optim())?;
-        self.run.write_state(&self.state)?;
+        let bytes = |path: std::path::PathBuf, b: std::result::Result<Vec<u8>, String>| {
+            b.map(|b| (path.clone(), b))
+                .map_err(|e| Error::checkpoint(path, e))
+        };
+        let state = serde_json::to_vec_pretty(&self.state)
+            .map_err(|e| Error::checkpoint(self.run.state(), e.to_string()))?;
+        // All four written before any replaces its predecessor; state.json last.
+        checkpoint::write_all_atomic(&[
+            bytes(
+                self.run.model(),
+                checkpoint::module_bytes(&self.model, meta.clone()),
+            )?,
+            bytes(self.run.ema(), checkpoint::module_bytes(&self.ema, meta))?,
+            bytes(self.run.optim(), checkpoint::optimizer_bytes(&self.optim))?,
+            (self.run.state(), state),
+        ])?;
         plot_metrics(&self.run, &self.cfg.train.objective.to_string())
     }
 
@@ -330,6 +346,7 @@ pub fn run(
     let mut last_eval = None;
     let mut interrupted = false;
     let mut bad_streak = 0u64;
+    let mut pending_save = false;
     while trainer.state.step < total {
         let t0 = Instant::now();
         let (loss, grad_norm, lr) = trainer.step(data)?;
@@ -389,9 +406,21 @@ pub fn run(
             });
             last_eval = Some(report);
         }
-        if healthy && (step.is_multiple_of(tc.checkpoint_every) || last) {
-            trainer.save()?;
-            on_event(&TrainEvent::Checkpoint { step });
+        if healthy && (pending_save || step.is_multiple_of(tc.checkpoint_every) || last) {
+            match save_with_policy(trainer, last) {
+                Ok(()) => {
+                    pending_save = false;
+                    on_event(&TrainEvent::Checkpoint { step });
+                }
+                Err(e) if trainer.cfg.train.on_write_error == OnWriteError::Retry && !last => {
+                    // The previous checkpoint is intact; try again after the next step.
+                    pending_save = true;
+                    let error = e.to_string();
+                    let _ = trainer.log(json!({"step": step, "write_error": &error}));
+                    on_event(&TrainEvent::WriteFailed { step, error });
+                }
+                Err(e) => return Err(e),
+            }
         }
         if interrupted || timed_out {
             break;
@@ -402,6 +431,24 @@ pub fn run(
         interrupted,
         last_eval,
     })
+}
+
+/// Saves; the final save of a run in `retry` mode gets three more tries a second apart.
+fn save_with_policy(trainer: &Trainer, last: bool) -> Result<()> {
+    let tries = if last && trainer.cfg.train.on_write_error == OnWriteError::Retry {
+        4
+    } else {
+        1
+    };
+    let mut result = trainer.save();
+    for _ in 1..tries {
+        if result.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        result = trainer.save();
+    }
+    result
 }
 
 /// The error that stops a run after `n` consecutive non-finite steps: which step, what the last

@@ -28,6 +28,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         overrides.push(format!("seed={seed}"));
     }
+    if let Some(policy) = &args.on_write_error {
+        overrides.push(format!("train.on_write_error={policy}"));
+    }
     if let Some(data) = &args.data {
         overrides.push(format!("data.source={}", toml_string(data)));
     }
@@ -163,6 +166,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             report.elbo_nats_per_token, report.elbo_ppl, report.paper_objective_nats_per_token
         )),
         TrainEvent::Checkpoint { .. } => {}
+        TrainEvent::WriteFailed { step, error } => pb.println(format!(
+            "step {step}: checkpoint not written ({error}); the previous one is intact, \
+             retrying after the next step"
+        )),
         TrainEvent::Skipped {
             step,
             loss,

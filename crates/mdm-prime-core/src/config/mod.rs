@@ -190,6 +190,19 @@ pub struct TrainConfig {
     /// Stop after this many consecutive steps with a non-finite loss or gradient (each is
     /// skipped: no update, logged); the last good checkpoint stays as it is.
     pub max_bad_steps: u64,
+    /// What a failed checkpoint write (a full disk, an I/O error) does: `stop` (cleanly; the
+    /// previous checkpoint is intact) or `retry` (keep training and write again after the next
+    /// step).
+    pub on_write_error: OnWriteError,
+}
+
+/// `[train] on_write_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnWriteError {
+    #[default]
+    Stop,
+    Retry,
 }
 
 /// Learning-rate schedule after the linear warm-up.
@@ -278,6 +291,7 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             time_limit_s: 0,
             max_bad_steps: 5,
+            on_write_error: OnWriteError::Stop,
         }
     }
 }

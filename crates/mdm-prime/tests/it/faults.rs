@@ -139,3 +139,77 @@ fn a_flipped_byte_in_a_checkpoint_is_detected_on_load() {
     assert!(Trainer::open(&cfg, run, true, &Device::default()).is_ok());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_full_disk_keeps_the_last_checkpoint_and_retry_mode_trains_on() {
+    use mdm_prime_core::fsutil::inject_write_failures;
+    let _guard = rng_lock();
+    let cfg = tiny_config(&[]);
+    let data = tiny_data(&cfg);
+    let dir = temp_dir("enospc");
+    let run = RunDir::new(&dir);
+    let mut tr = Trainer::open(&cfg, run.clone(), false, &Device::default()).unwrap();
+    tr.step(&data).unwrap();
+    tr.save().unwrap();
+    let saved: Vec<Vec<u8>> = [run.model(), run.ema(), run.optim(), run.state()]
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    tr.step(&data).unwrap();
+    // Each of the four files of the new checkpoint fails in turn: none of the new files may
+    // replace an old one, and no temporary file stays behind.
+    for pass in 0..4 {
+        inject_write_failures(pass, 1);
+        let e = tr
+            .save()
+            .expect_err("the injected failure did not fail the save");
+        inject_write_failures(0, 0);
+        let e = e.to_string();
+        assert!(e.contains("No space left on device"), "{e}");
+        let now: Vec<Vec<u8>> = [run.model(), run.ema(), run.optim(), run.state()]
+            .iter()
+            .map(|p| std::fs::read(p).unwrap())
+            .collect();
+        assert!(
+            now == saved,
+            "a failed save (file {pass}) changed the checkpoint"
+        );
+        let leftovers = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .count();
+        assert_eq!(leftovers, 0, "temporary files left behind");
+    }
+    drop(tr);
+    let resumed = Trainer::open(&cfg, run.clone(), true, &Device::default()).unwrap();
+    assert_eq!(resumed.state.step, 1, "the previous checkpoint loads");
+    drop(resumed);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Retry mode: a failed checkpoint write is logged and training goes on.
+    let cfg = tiny_config(&[
+        "train.on_write_error=retry",
+        "train.checkpoint_every=2",
+        "train.steps=6",
+    ]);
+    let dir = temp_dir("enospc-retry");
+    let mut tr = Trainer::open(&cfg, RunDir::new(&dir), false, &Device::default()).unwrap();
+    tr.step(&data).unwrap();
+    inject_write_failures(0, 1); // the checkpoint at step 2
+    let stop = AtomicBool::new(false);
+    let mut failed = Vec::new();
+    let out = train::run(&mut tr, &data, &stop, &mut |ev| {
+        if let train::TrainEvent::WriteFailed { step, .. } = ev {
+            failed.push(*step);
+        }
+    })
+    .unwrap();
+    inject_write_failures(0, 0);
+    assert_eq!(out.step, 6);
+    assert_eq!(failed, vec![2]);
+    assert_eq!(RunDir::new(&dir).read_state().unwrap().step, 6);
+    let metrics = std::fs::read_to_string(RunDir::new(&dir).metrics()).unwrap();
+    assert!(metrics.contains("write_error"), "{metrics}");
+    let _ = std::fs::remove_dir_all(dir);
+}
