@@ -530,3 +530,36 @@ fn same_seed_same_weights_across_processes() {
     assert!(weights[0].1 == weights[1].1, "image runs differ");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sizes a user asks for that cannot fit are errors naming the option, never allocation aborts
+/// (each of these aborted the process with "memory allocation of … bytes failed" before).
+#[test]
+fn impossible_sizes_are_errors_not_aborts() {
+    let dir = temp_dir("sizes");
+    let run = dir.join("run");
+    let mut args = vec!["train", "--run-dir", run.to_str().unwrap()];
+    args.extend(TINY);
+    args.push("1");
+    assert!(mdm_prime(&args).status.success());
+    let r = run.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--num", "1", "--steps", "100000000000000"], "steps"),
+        (
+            vec!["--num", "100000000000000", "--steps", "2"],
+            "sequences",
+        ),
+        (vec!["--num", "1", "--len", "100000000000000"], "--len"),
+        (vec!["--infill", "x[MASK:100000000000000]"], "[MASK:"),
+    ] {
+        let mut a = vec!["sample", "--run", r];
+        a.extend(args.iter().copied());
+        let o = mdm_prime(&a);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(needle) && err.contains("would not fit"),
+            "{args:?}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

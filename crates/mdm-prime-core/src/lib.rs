@@ -24,6 +24,7 @@ pub mod data;
 pub mod error;
 pub mod flops;
 pub mod fsutil;
+pub mod limits;
 pub mod noise;
 pub mod objective;
 pub mod observe;

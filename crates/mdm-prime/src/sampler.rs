@@ -175,6 +175,7 @@ pub fn sample<M: Denoiser>(
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Vec<Sample>, SamplerTiming)> {
+    check_sizes(n, settings, tables.codec().ell())?;
     let templates = vec![template.clone(); n];
     sample_each(
         model,
@@ -186,6 +187,20 @@ pub fn sample<M: Denoiser>(
         device,
         progress,
     )
+}
+
+/// Sizes from the user, checked before anything is allocated: every sequence's digits (held
+/// twice: template and state) and its record of idle steps.
+fn check_sizes(n: usize, settings: &SampleSettings, ell: usize) -> Result<()> {
+    use mdm_prime_core::limits::check_fits;
+    let l_ell = settings.seq_len as u128 * ell as u128;
+    check_fits("sequences × L·ℓ digits", n as u128 * l_ell, 12)?;
+    check_fits(
+        "sequences × steps (idle-step record)",
+        n as u128 * settings.steps as u128,
+        1,
+    )?;
+    Ok(())
 }
 
 /// [`sample`] with one template per sequence (imputation: each sequence completes its own
@@ -202,6 +217,7 @@ pub fn sample_each<M: Denoiser>(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Vec<Sample>, SamplerTiming)> {
     let n = templates.len();
+    check_sizes(n, settings, tables.codec().ell())?;
     let solver: Solver = solver.into();
     let schedule = &solver.schedule;
     let started = std::time::Instant::now();

@@ -34,6 +34,11 @@ pub fn run(args: ImputeArgs) -> anyhow::Result<()> {
         );
     }
     let n = args.num.min(data.n_val());
+    mdm_prime_core::limits::check_fits(
+        "--num × --completions templates",
+        n as u128 * args.completions as u128 * cfg.data.seq_len as u128 * cfg.prime.ell as u128,
+        8,
+    )?;
     let originals: Vec<&[u32]> = (0..n).map(|i| data.val_block(i)).collect();
 
     let (model, tables) = load_ema(&cfg, &run, &Device::default())?;

@@ -213,6 +213,11 @@ fn build_template(
             fixed.len()
         );
     }
+    mdm_prime_core::limits::check_fits(
+        "--len (tokens × ell)",
+        len as u128 * codec.ell() as u128,
+        8,
+    )?;
     let mut template = Template::free(len, codec.ell());
     for (i, f) in fixed.iter().enumerate() {
         if let Some(x) = f {
@@ -248,6 +253,7 @@ fn parse_infill(text: &str, tok: &Tokenizer) -> anyhow::Result<Vec<Option<u32>>>
                 &after[..end]
             )
         })?;
+        mdm_prime_core::limits::check_fits(&format!("[MASK:{n}] in --infill"), n as u128, 8)?;
         out.extend(std::iter::repeat_n(None, n));
         rest = &after[end + 1..];
     }
