@@ -52,6 +52,14 @@ pub struct TrainState {
     pub skipped_steps: u64,
 }
 
+impl TrainState {
+    /// One optimiser step (applied or skipped) over `tokens` tokens is done.
+    pub fn advance(&mut self, tokens: usize) {
+        self.step += 1;
+        self.tokens_seen += tokens as u64;
+    }
+}
+
 /// Paths of one run directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -148,11 +156,11 @@ impl RunDir {
             .map_err(|e| Error::checkpoint(&path, format!("unreadable: {e}")))
     }
 
-    /// Writes `state.json` atomically.
-    pub fn write_state(&self, state: &TrainState) -> Result<(), Error> {
+    /// `state.json` with `state`, ready for [`write_all_atomic`].
+    pub fn state_file(&self, state: &TrainState) -> Result<(PathBuf, Vec<u8>), Error> {
         let json = serde_json::to_vec_pretty(state)
             .map_err(|e| Error::checkpoint(self.state(), e.to_string()))?;
-        write_atomic(&self.state(), &json)
+        Ok((self.state(), json))
     }
 }
 
@@ -208,22 +216,14 @@ fn checksum(tensors: &[(&str, &[usize], &[u8])]) -> u64 {
     h.finish()
 }
 
-/// Saves every float parameter of `module` (names = parameter paths) to a safetensors file,
-/// atomically, with `metadata` plus `format_version` and `code_version`.
-pub fn save_module<M: Module>(
+/// The safetensors file at `path` of every float parameter of `module` (names = parameter
+/// paths), with `metadata` plus `format_version` and `code_version`, ready for
+/// [`write_all_atomic`].
+pub fn module_file<M: Module>(
     module: &M,
-    path: &Path,
-    metadata: HashMap<String, String>,
-) -> Result<(), Error> {
-    let bytes = module_bytes(module, metadata).map_err(|e| Error::checkpoint(path, e))?;
-    write_atomic(path, &bytes)
-}
-
-/// The safetensors bytes [`save_module`] writes.
-pub fn module_bytes<M: Module>(
-    module: &M,
+    path: PathBuf,
     mut metadata: HashMap<String, String>,
-) -> Result<Vec<u8>, String> {
+) -> Result<(PathBuf, Vec<u8>), Error> {
     let tensors: Vec<_> = named_params(module)
         .into_iter()
         .map(|p| {
@@ -233,7 +233,10 @@ pub fn module_bytes<M: Module>(
         .collect();
     metadata.insert("format_version".into(), FORMAT_VERSION.into());
     metadata.insert("code_version".into(), code_version());
-    serialize(&tensors, metadata)
+    match serialize(&tensors, metadata) {
+        Ok(bytes) => Ok((path, bytes)),
+        Err(e) => Err(Error::checkpoint(path, e)),
+    }
 }
 
 /// Writes several files as one checkpoint: every file goes to a synced temporary beside it
@@ -278,31 +281,13 @@ pub fn read_safetensors(path: &Path) -> Result<Loaded, Error> {
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::checkpoint(path, e.to_string()))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    let mut out = HashMap::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
-            return Err(Error::checkpoint(
-                path,
-                format!("tensor {name} is {:?}, expected F32", view.dtype()),
-            ));
-        }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        out.insert(name, (view.shape().to_vec(), values));
-    }
+    let mut views = st.tensors();
+    views.sort_by(|a, b| a.0.cmp(&b.0));
     // Files written before checksums existed have none and load as before.
     if let Some(stored) = metadata.get(CHECKSUM_KEY) {
-        let mut names: Vec<&String> = out.keys().collect();
-        names.sort();
-        let views = st.tensors();
-        let by_name: HashMap<&str, &[u8]> =
-            views.iter().map(|(n, v)| (n.as_str(), v.data())).collect();
-        let sorted: Vec<(&str, &[usize], &[u8])> = names
+        let sorted: Vec<(&str, &[usize], &[u8])> = views
             .iter()
-            .map(|n| (n.as_str(), out[*n].0.as_slice(), by_name[n.as_str()]))
+            .map(|(n, v)| (n.as_str(), v.shape(), v.data()))
             .collect();
         let actual = format!("{:016x}", checksum(&sorted));
         if *stored != actual {
@@ -316,10 +301,25 @@ pub fn read_safetensors(path: &Path) -> Result<Loaded, Error> {
             ));
         }
     }
+    let mut out = HashMap::new();
+    for (name, view) in views {
+        if view.dtype() != Dtype::F32 {
+            return Err(Error::checkpoint(
+                path,
+                format!("tensor {name} is {:?}, expected F32", view.dtype()),
+            ));
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(name, (view.shape().to_vec(), values));
+    }
     Ok((out, metadata))
 }
 
-/// Loads a module's parameters from a file written by [`save_module`]: every parameter must be
+/// Loads a module's parameters from a file written by [`module_file`]: every parameter must be
 /// present with its shape, and the file must hold nothing else; otherwise an error lists what
 /// differs (usually a run made with another architecture).
 pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, Error> {
@@ -365,14 +365,9 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, Error> {
     }))
 }
 
-/// Saves AdamW's moments and step count.
-pub fn save_optimizer(opt: &AdamW, path: &Path) -> Result<(), Error> {
-    let bytes = optimizer_bytes(opt).map_err(|e| Error::checkpoint(path, e))?;
-    write_atomic(path, &bytes)
-}
-
-/// The safetensors bytes [`save_optimizer`] writes.
-pub fn optimizer_bytes(opt: &AdamW) -> Result<Vec<u8>, String> {
+/// The safetensors file at `path` of AdamW's moments and step count, ready for
+/// [`write_all_atomic`].
+pub fn optimizer_file(opt: &AdamW, path: PathBuf) -> Result<(PathBuf, Vec<u8>), Error> {
     let mut tensors = Vec::new();
     let mut names: Vec<&String> = opt.moments.keys().collect();
     names.sort();
@@ -385,7 +380,10 @@ pub fn optimizer_bytes(opt: &AdamW) -> Result<Vec<u8>, String> {
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), opt.step.to_string());
     meta.insert("format_version".into(), FORMAT_VERSION.into());
-    serialize(&tensors, meta)
+    match serialize(&tensors, meta) {
+        Ok(bytes) => Ok((path, bytes)),
+        Err(e) => Err(Error::checkpoint(path, e)),
+    }
 }
 
 /// Restores AdamW's moments and step count into `opt` (whose hyper-parameters come from the

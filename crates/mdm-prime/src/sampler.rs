@@ -175,22 +175,21 @@ pub fn sample<M: Denoiser>(
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Vec<Sample>, SamplerTiming)> {
-    check_sizes(n, settings, tables.codec().ell())?;
-    let templates = vec![template.clone(); n];
-    sample_each(
+    let shared = |_: usize| template;
+    run(
         model,
         tables,
-        solver,
+        solver.into(),
         settings,
-        &templates,
+        (n, &shared),
         replacement,
         device,
         progress,
     )
 }
 
-/// Sizes from the user, checked before anything is allocated: every sequence's digits (held
-/// twice: template and state) and its record of idle steps.
+/// Sizes from the user, checked before anything is allocated: every sequence's digits and
+/// random state, and its record of idle steps.
 fn check_sizes(n: usize, settings: &SampleSettings, ell: usize) -> Result<()> {
     use mdm_prime_core::limits::check_fits;
     let l_ell = settings.seq_len as u128 * ell as u128;
@@ -216,9 +215,32 @@ pub fn sample_each<M: Denoiser>(
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Vec<Sample>, SamplerTiming)> {
-    let n = templates.len();
+    let each = |b: usize| &templates[b];
+    run(
+        model,
+        tables,
+        solver.into(),
+        settings,
+        (templates.len(), &each),
+        replacement,
+        device,
+        progress,
+    )
+}
+
+/// The sampler proper, on `n` sequences whose templates `template(b)` gives.
+#[allow(clippy::too_many_arguments)]
+fn run<'t, M: Denoiser>(
+    model: &M,
+    tables: &PrimeTables,
+    solver: Solver,
+    settings: &SampleSettings,
+    (n, template): (usize, &dyn Fn(usize) -> &'t Template),
+    replacement: u32,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Vec<Sample>, SamplerTiming)> {
     check_sizes(n, settings, tables.codec().ell())?;
-    let solver: Solver = solver.into();
     let schedule = &solver.schedule;
     let started = std::time::Instant::now();
     let mut network_s = 0.0;
@@ -226,7 +248,7 @@ pub fn sample_each<M: Denoiser>(
     let mut head_s = 0.0;
     let codec = tables.codec();
     let (ell, l, mask) = (codec.ell(), settings.seq_len, codec.mask_id());
-    for template in templates {
+    for template in (0..n).map(template) {
         assert_eq!(
             template.fixed.len(),
             l * ell,
@@ -237,7 +259,7 @@ pub fn sample_each<M: Denoiser>(
     }
     let mut seqs: Vec<SeqState> = (0..n)
         .map(|b| SeqState {
-            y: templates[b]
+            y: template(b)
                 .fixed
                 .iter()
                 .map(|f| f.unwrap_or(mask))

@@ -242,9 +242,8 @@ impl Trainer {
         let lr = learning_rate(&cfg.train, step);
         if !(loss_sum.is_finite() && norm.is_finite()) {
             // A bad step: the batch is consumed, the weights, optimiser and EMA stay as they are.
-            self.state.step += 1;
             self.state.skipped_steps += 1;
-            self.state.tokens_seen += (cfg.train.batch_size * data.seq_len) as u64;
+            self.state.advance(cfg.train.batch_size * data.seq_len);
             return Ok((loss_sum, norm, lr));
         }
         let model = self.model.clone();
@@ -256,8 +255,7 @@ impl Trainer {
         let decay = ema_decay(cfg.train.ema_decay, step);
         let ema = self.ema.clone();
         self.ema = ema_update(ema, &self.model, decay);
-        self.state.step += 1;
-        self.state.tokens_seen += (cfg.train.batch_size * data.seq_len) as u64;
+        self.state.advance(cfg.train.batch_size * data.seq_len);
         Ok((loss_sum, norm, lr))
     }
 
@@ -295,21 +293,12 @@ impl Trainer {
         );
         // The config the weights were written with, whatever config.toml says later.
         meta.insert("config".to_string(), self.cfg.to_toml()?);
-        let bytes = |path: std::path::PathBuf, b: std::result::Result<Vec<u8>, String>| {
-            b.map(|b| (path.clone(), b))
-                .map_err(|e| Error::checkpoint(path, e))
-        };
-        let state = serde_json::to_vec_pretty(&self.state)
-            .map_err(|e| Error::checkpoint(self.run.state(), e.to_string()))?;
         // All four written before any replaces its predecessor; state.json last.
         checkpoint::write_all_atomic(&[
-            bytes(
-                self.run.model(),
-                checkpoint::module_bytes(&self.model, meta.clone()),
-            )?,
-            bytes(self.run.ema(), checkpoint::module_bytes(&self.ema, meta))?,
-            bytes(self.run.optim(), checkpoint::optimizer_bytes(&self.optim))?,
-            (self.run.state(), state),
+            checkpoint::module_file(&self.model, self.run.model(), meta.clone())?,
+            checkpoint::module_file(&self.ema, self.run.ema(), meta)?,
+            checkpoint::optimizer_file(&self.optim, self.run.optim())?,
+            self.run.state_file(&self.state)?,
         ])?;
         plot_metrics(&self.run, &self.cfg.train.objective.to_string())
     }

@@ -169,11 +169,6 @@ impl Dit {
         Denoiser::sigma(self, schedule, t)
     }
 
-    /// [`Denoiser::logits`]: raw logits `[B, L, V]` of `yt: [B, L, ℓ]`.
-    pub fn logits(&self, yt: Tensor<3, Int>, sigma: &[f32]) -> Tensor<3> {
-        Denoiser::logits(self, yt, sigma)
-    }
-
     /// [`Denoiser::log_probs`]: filtered log-probabilities `[B, L, V]`.
     pub fn log_probs(
         &self,

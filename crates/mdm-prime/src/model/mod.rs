@@ -122,11 +122,6 @@ impl Network {
     ) -> Tensor<3> {
         Denoiser::log_probs(self, tables, yt, sigma, carry_over)
     }
-
-    /// [`Denoiser::sigma`], callable without the trait in scope.
-    pub fn sigma(&self, schedule: &Schedule, t: &[f64]) -> Vec<f32> {
-        Denoiser::sigma(self, schedule, t)
-    }
 }
 
 impl Denoiser for Network {
