@@ -3,7 +3,7 @@
 //! - [`DrawMode`]: how revealed digits get their values. `Joint` draws one whole token x̂ from
 //!   the (filtered) token distribution and gives each revealed digit x̂'s digit (§7.1, and the
 //!   image `MDM_Prime_EulerSolver`); `Marginals` draws each revealed digit independently from its
-//!   digit marginal `p̄_j(v) = Σ_{x : f(x)_j = v} p(x)` (the image `MDM_Prime_CO_EulerSolver`), which
+//!   digit marginal `p̄_j(v) = Σ_{x : f(x)_j = v} p(x)` ([`crate::Codec::digit_marginals`]) (the image `MDM_Prime_CO_EulerSolver`), which
 //!   can form invalid codes when b^ℓ > V and the filter is off.
 //! - [`Warp`]: the time warp `g(τ) = 1 − a(1 − τ)^p + c` of the image grid, in flow time τ
 //!   (τ = 0 masked, τ = 1 data; this project's t = 1 − τ). `(1, 1, 0)` is the identity.
@@ -79,12 +79,6 @@ impl From<&Schedule> for Solver {
     }
 }
 
-impl From<&Solver> for Solver {
-    fn from(s: &Solver) -> Self {
-        *s
-    }
-}
-
 impl Solver {
     /// The T + 1 times of a T-step reverse process, from t = 1 (masked) down.
     pub fn grid(&self, steps: usize) -> Vec<f64> {
@@ -124,20 +118,9 @@ impl Solver {
     }
 }
 
-/// Digit marginals of a token distribution for digit slot `j`: `out[v] = Σ_{x : D[x][j] = v} p[x]`,
-/// with `table` the codec's V × ℓ digit table (token-major).
-pub fn digit_marginal(probs: &[f64], table: &[u32], ell: usize, j: usize, base: usize) -> Vec<f64> {
-    let mut out = vec![0.0; base];
-    for (x, &p) in probs.iter().enumerate() {
-        out[table[x * ell + j] as usize] += p;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Codec;
 
     #[test]
     fn warp_and_tempering_formulas() {
@@ -150,8 +133,8 @@ mod tests {
         for (i, t) in g.iter().enumerate() {
             assert!((t - (1.0 - i as f64 / 4.0)).abs() < 1e-15);
         }
-        // (1, 1.7, 0) at τ = 0.5: 1 − 0.5^1.7 = 0.692215...
-        assert!((Warp([1.0, 1.7, 0.0]).apply(0.5) - (1.0 - 0.5f64.powf(1.7))).abs() < 1e-15);
+        // (1, 1.7, 0) at τ = 0.5: 1 − 0.5^1.7 = 1 − 0.307786 = 0.692214 (to 6 places).
+        assert!((Warp([1.0, 1.7, 0.0]).apply(0.5) - 0.692214).abs() < 1e-6);
         // The degenerate README warp (1, 0, 0): g ≡ 0 (design §7.3), clamped times all 1.
         assert!(Warp([1.0, 0.0, 0.0]).apply(0.3).abs() < 1e-15);
         // Tempering (−0.2, 2, 1) at t = 0.25 (τ = 0.75): 1 − 0.2·0.5625 = 0.8875.
@@ -182,24 +165,10 @@ mod tests {
 
     #[test]
     fn text_solver_uses_the_text_grid() {
-        let s = Solver::from(&Schedule::default());
-        assert_eq!(s.grid(16), time_grid(16));
-    }
-
-    #[test]
-    fn digit_marginals_by_enumeration() {
-        // V = 256, ℓ = 2, b = 16: p uniform on {0x12, 0x13, 0x25}: digit 0 → {1: 2/3, 2: 1/3}.
-        let codec = Codec::new(256, 2).unwrap();
-        let mut p = vec![0.0; 256];
-        for x in [0x12, 0x13, 0x25] {
-            p[x] = 1.0 / 3.0;
-        }
-        let m0 = digit_marginal(&p, codec.digit_table(), 2, 0, 16);
-        let m1 = digit_marginal(&p, codec.digit_table(), 2, 1, 16);
-        assert!((m0[1] - 2.0 / 3.0).abs() < 1e-12 && (m0[2] - 1.0 / 3.0).abs() < 1e-12);
-        assert!((m1[2] - 1.0 / 3.0).abs() < 1e-12);
-        assert!((m1[3] - 1.0 / 3.0).abs() < 1e-12);
-        assert!((m1[5] - 1.0 / 3.0).abs() < 1e-12);
-        assert!((m0.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        // linspace(1, 1e-5, T + 1) (design §7.1): t_0 = 1, t_T = 1e-5, step (1 − 1e-5)/T.
+        let g = Solver::from(&Schedule::default()).grid(16);
+        assert_eq!((g.len(), g[0]), (17, 1.0));
+        assert!((g[16] - 1e-5).abs() < 1e-15);
+        assert!((g[1] - (1.0 - 0.99999 / 16.0)).abs() < 1e-15);
     }
 }

@@ -25,7 +25,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use mdm_prime_core::rng::step_seed;
 use mdm_prime_core::sampling::{NoisePrecision, exponential_race, nucleus, reveal_probability};
-use mdm_prime_core::solver::{DrawMode, Solver, digit_marginal};
+use mdm_prime_core::solver::{DrawMode, Solver};
 use mdm_prime_core::{Codec, Schedule};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -506,10 +506,13 @@ fn reveal_all<M: Denoiser>(
                         }
                     }
                     DrawMode::Marginals => {
-                        let table = codec.digit_table();
+                        let b = codec.base() as usize;
+                        let m = codec
+                            .digit_marginals(&probs)
+                            .expect("one probability per token of the vocabulary");
                         for j in (0..ell).filter(|&j| reveal[j]) {
-                            let m = digit_marginal(&probs, table, ell, j, codec.base() as usize);
-                            let d = exponential_race(&m, settings.precision, &mut seq.rng);
+                            let m = &m[j * b..(j + 1) * b];
+                            let d = exponential_race(m, settings.precision, &mut seq.rng);
                             seq.y[i * ell + j] = d as u32;
                         }
                     }

@@ -9,12 +9,11 @@ use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
 use mdm_prime::checkpoint::RunDir;
 use mdm_prime::eval::mean_stderr;
-use mdm_prime::sampler::{CacheMode, SampleSettings, Template, sample};
+use mdm_prime::sampler::{CacheMode, Template, sample};
 use mdm_prime::train::Trainer;
 use mdm_prime_core::config::RunConfig;
 use mdm_prime_core::data::Dataset;
 use mdm_prime_core::flops::forward_flops;
-use mdm_prime_core::sampling::NoisePrecision;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
@@ -215,17 +214,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "sample" => {
                     let model = trainer.ema.clone().valid();
                     let steps = cfg.sample_steps();
-                    let settings = SampleSettings {
-                        steps,
-                        seq_len: l,
-                        temperature: 1.0,
-                        top_p: 1.0,
-                        seed: 1,
-                        precision: NoisePrecision::F64,
-                        carry_over: cfg.prime.carry_over,
-                        cache,
-                        batch_size: b,
-                    };
+                    let mut settings = super::run::sample_settings(&cfg, steps, 1, b);
+                    settings.cache = cache;
                     let free = Template::free(l, codec.ell());
                     let mut ms = Vec::new();
                     let (mut nfe, mut net, mut other, mut head_s) = (Vec::new(), 0.0, 0.0, 0.0);

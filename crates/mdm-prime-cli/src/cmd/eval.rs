@@ -6,7 +6,7 @@ use mdm_prime::checkpoint::RunDir;
 use mdm_prime::eval::{EvalReport, EvalSettings, evaluate};
 use mdm_prime_core::data::unigram_nll;
 
-use super::run::{bar, load_data, load_ema, run_config};
+use super::run::{bar, ensure_same_images, load_data, load_ema, run_config};
 use crate::args::EvalArgs;
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
@@ -30,13 +30,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         Some(source) => {
             other = load_data(&cfg, source)?;
-            anyhow::ensure!(
-                other.image == cfg.data.image,
-                "{}: its images are {:?} but the run was trained on {:?}",
-                other.source,
-                other.image,
-                cfg.data.image
-            );
+            ensure_same_images(&cfg, &other)?;
             blocks = (0..other.n_train())
                 .map(|i| other.train_block(i))
                 .chain((0..other.n_val()).map(|i| other.val_block(i)))

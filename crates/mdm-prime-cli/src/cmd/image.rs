@@ -7,12 +7,11 @@ use anyhow::{Context, bail};
 use burn::tensor::Device;
 use mdm_prime::checkpoint::write_atomic;
 use mdm_prime::model::Denoiser;
-use mdm_prime::sampler::{CacheMode, Sample, SampleSettings, Template, sample, sample_each};
+use mdm_prime::sampler::{Sample, SampleSettings, Template, sample, sample_each};
 use mdm_prime::subtoken::PrimeTables;
 use mdm_prime_core::Codec;
 use mdm_prime_core::config::{DataKind, RunConfig};
 use mdm_prime_core::data::image::{ImageShape, write_png_grid};
-use mdm_prime_core::sampling::NoisePrecision;
 use serde_json::json;
 
 /// The image shape of a run, or an error saying that this is a text run.
@@ -28,21 +27,6 @@ pub fn shape_of(cfg: &RunConfig, command: &str) -> anyhow::Result<ImageShape> {
              source {}); use `mdm-prime sample` for text",
             cfg.data.source
         ),
-    }
-}
-
-/// Sampler settings for an image run (no nucleus, f64 noise, per-sequence caching).
-pub fn settings(cfg: &RunConfig, steps: usize, seed: u64, batch_size: usize) -> SampleSettings {
-    SampleSettings {
-        steps,
-        seq_len: cfg.data.seq_len,
-        temperature: 1.0,
-        top_p: 1.0,
-        seed,
-        precision: NoisePrecision::F64,
-        carry_over: cfg.prime.carry_over,
-        cache: CacheMode::Sequence,
-        batch_size,
     }
 }
 

@@ -1,13 +1,14 @@
 //! `mdm-prime impute`: complete partially observed validation images of an image run.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use burn::tensor::Device;
 use mdm_prime::checkpoint::RunDir;
+use mdm_prime_core::data::image::{ImageSource, load_image_dataset};
 use mdm_prime_core::observe::{Observe, observed_slots};
 use rand::SeedableRng;
 
 use super::image;
-use super::run::{bar, load_data, load_ema, run_config};
+use super::run::{bar, ensure_same_images, load_ema, run_config};
 use crate::args::ImputeArgs;
 
 pub fn run(args: ImputeArgs) -> anyhow::Result<()> {
@@ -25,14 +26,12 @@ pub fn run(args: ImputeArgs) -> anyhow::Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let observed = observed_slots(&obs, shape, cfg.prime.ell, &mut rng)?;
     let source = args.data.clone().unwrap_or_else(|| cfg.data.source.clone());
-    let data = load_data(&cfg, &source)?;
-    if data.image != Some(shape) {
-        bail!(
-            "{}: images are {:?} but the run was trained on {shape}",
-            data.source,
-            data.image
-        );
-    }
+    // Only validation images are used: keep one training image (the validation split is taken
+    // before the limits, so it is the same).
+    let src = ImageSource::parse(&source)?;
+    let data = load_image_dataset(&src, cfg.data.val_fraction, 1, cfg.data.max_val)
+        .with_context(|| format!("loading images {}", src.describe()))?;
+    ensure_same_images(&cfg, &data)?;
     let n = args.num.min(data.n_val());
     mdm_prime_core::limits::check_fits(
         "--num × --completions templates",
@@ -43,7 +42,7 @@ pub fn run(args: ImputeArgs) -> anyhow::Result<()> {
 
     let (model, tables) = load_ema(&cfg, &run, &Device::default())?;
     let steps = args.steps.unwrap_or(cfg.sample_steps());
-    let settings = image::settings(&cfg, steps, args.seed, args.batch_size);
+    let settings = super::run::sample_settings(&cfg, steps, args.seed, args.batch_size);
     let tag: String = args
         .observe
         .join("+")

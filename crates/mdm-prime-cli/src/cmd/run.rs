@@ -21,7 +21,16 @@ pub const CPU_PRESET: &str = include_str!("../../../../configs/cpu.toml");
 /// wrapped into blocks) or an image set (each image one block of H·W·C tokens).
 pub fn load_data(cfg: &RunConfig, source: &str) -> anyhow::Result<Dataset> {
     match cfg.data.kind {
-        DataKind::Text => Ok(load_text(cfg, source)?.0),
+        DataKind::Text => {
+            let tokenizer = Tokenizer::new(cfg.data.tokenizer)?;
+            let src = CorpusSource::parse(source)?;
+            let cache = (!cfg.data.cache_dir.is_empty()).then(|| Path::new(&cfg.data.cache_dir));
+            let d = &cfg.data;
+            Ok(
+                load_dataset(&src, &tokenizer, d.seq_len, d.val_fraction, cache)
+                    .with_context(|| format!("loading corpus {}", src.describe()))?,
+            )
+        }
         DataKind::Image => {
             let src = ImageSource::parse(source)?;
             let d = &cfg.data;
@@ -33,20 +42,37 @@ pub fn load_data(cfg: &RunConfig, source: &str) -> anyhow::Result<Dataset> {
     }
 }
 
-/// Loads (or reads from cache) the corpus `source` with the run's tokenizer and block length.
-pub fn load_text(cfg: &RunConfig, source: &str) -> anyhow::Result<(Dataset, Tokenizer)> {
-    let tokenizer = Tokenizer::new(cfg.data.tokenizer)?;
-    let src = CorpusSource::parse(source)?;
-    let cache = (!cfg.data.cache_dir.is_empty()).then(|| Path::new(&cfg.data.cache_dir));
-    let data = load_dataset(
-        &src,
-        &tokenizer,
-        cfg.data.seq_len,
-        cfg.data.val_fraction,
-        cache,
-    )
-    .with_context(|| format!("loading corpus {}", src.describe()))?;
-    Ok((data, tokenizer))
+/// `data`'s images are the shape the run was trained on (an error naming both otherwise).
+pub fn ensure_same_images(cfg: &RunConfig, data: &Dataset) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        data.image == cfg.data.image,
+        "{}: its images are {:?} but the run was trained on {:?}",
+        data.source,
+        data.image,
+        cfg.data.image
+    );
+    Ok(())
+}
+
+/// The sampler's defaults for a run: the model's distribution (temperature 1, no nucleus), f64
+/// noise, the run's carry-over, per-sequence caching.
+pub fn sample_settings(
+    cfg: &RunConfig,
+    steps: usize,
+    seed: u64,
+    batch_size: usize,
+) -> mdm_prime::sampler::SampleSettings {
+    mdm_prime::sampler::SampleSettings {
+        steps,
+        seq_len: cfg.data.seq_len,
+        temperature: 1.0,
+        top_p: 1.0,
+        seed,
+        precision: mdm_prime_core::sampling::NoisePrecision::F64,
+        carry_over: cfg.prime.carry_over,
+        cache: mdm_prime::sampler::CacheMode::Sequence,
+        batch_size,
+    }
 }
 
 /// Reads a run directory's resolved config, with `overrides` restricted to `allowed` sections.

@@ -132,7 +132,7 @@ fn sample_images(args: &SampleArgs, cfg: &RunConfig, run: &RunDir) -> anyhow::Re
     let device = Device::default();
     let (model, tables) = load_ema(cfg, run, &device)?;
     let steps = args.steps.unwrap_or(cfg.sample_steps());
-    let mut settings = image::settings(cfg, steps, args.seed, args.batch_size);
+    let mut settings = super::run::sample_settings(cfg, steps, args.seed, args.batch_size);
     settings.temperature = args.temperature;
     settings.top_p = args.top_p;
     let jsonl = args.out.clone().unwrap_or_else(|| {

@@ -225,7 +225,7 @@ fn image_grids(trainer: &Trainer, cfg: &RunConfig, data: &Dataset) -> anyhow::Re
     use rand::SeedableRng;
     let model = trainer.ema.clone().valid();
     let steps = cfg.sample_steps();
-    let settings = image::settings(cfg, steps, cfg.seed, 16);
+    let settings = super::run::sample_settings(cfg, steps, cfg.seed, 16);
     let dir = trainer.run.root.join("samples");
     let png = dir.join(format!("samples-seed{}.png", cfg.seed));
     let jsonl = dir.join(format!("samples-seed{}.jsonl", cfg.seed));
@@ -281,22 +281,11 @@ fn image_grids(trainer: &Trainer, cfg: &RunConfig, data: &Dataset) -> anyhow::Re
 /// Two samples from the EMA weights (T = L steps), to see what the model learned.
 fn print_samples(trainer: &Trainer, cfg: &RunConfig) -> anyhow::Result<()> {
     use burn::module::Module;
-    use mdm_prime::sampler::{CacheMode, SampleSettings, Template, sample};
+    use mdm_prime::sampler::{Template, sample};
     use mdm_prime_core::Tokenizer;
-    use mdm_prime_core::sampling::NoisePrecision;
     let tok = Tokenizer::new(cfg.data.tokenizer)?;
     let l = cfg.data.seq_len;
-    let settings = SampleSettings {
-        steps: l,
-        seq_len: l,
-        temperature: 1.0,
-        top_p: 1.0,
-        seed: cfg.seed,
-        precision: NoisePrecision::F64,
-        carry_over: cfg.prime.carry_over,
-        cache: CacheMode::Sequence,
-        batch_size: 2,
-    };
+    let settings = super::run::sample_settings(cfg, l, cfg.seed, 2);
     let free = Template::free(l, cfg.prime.ell);
     let model = trainer.ema.clone().valid();
     let (samples, _) = sample(

@@ -18,7 +18,7 @@ use crate::subtoken::Codec;
 use crate::tokenizer::TokenizerKind;
 
 mod model;
-pub use model::{DitConfig, MODEL_KINDS, ModelConfig, UnetConfig};
+pub use model::{DitConfig, ModelConfig, UnetConfig};
 
 /// Everything a run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

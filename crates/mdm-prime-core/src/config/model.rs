@@ -21,9 +21,6 @@ pub enum ModelConfig {
     Unet(UnetConfig),
 }
 
-/// The names of [`ModelConfig`]'s kinds, for messages.
-pub const MODEL_KINDS: [&str; 2] = ["dit", "unet"];
-
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig::Dit(DitConfig::default())

@@ -23,8 +23,9 @@ use burn::tensor::{Device, Int, Tensor};
 use mdm_prime_core::Codec;
 pub use mdm_prime_core::config::UnetConfig;
 
-pub use blocks::{AttentionBlock, ResBlock, avg_pool2, upsample2};
-use blocks::{conv, conv_forward, conv_forward_nhwc, group_norm, group_norm_affine, zero_conv};
+use crate::ops::{conv2d_module, conv2d_module_nhwc, group_norm_silu};
+pub use blocks::{AttentionBlock, ResBlock};
+use blocks::{affine, avg_pool2, conv, group_norm, upsample2, zero_conv};
 
 /// One encoder or decoder step: a res-block, then attention at the configured resolutions.
 #[derive(Module, Debug)]
@@ -175,7 +176,7 @@ impl Unet {
         let span = crate::profile::span("embedding");
         let x = self.embed_input(yt);
         let mut h = match &self.input_proj {
-            Some(p) => conv_forward(p, x),
+            Some(p) => conv2d_module(p, x),
             None => x,
         };
         drop(span);
@@ -208,14 +209,13 @@ impl Unet {
             }
         }
         let _span = crate::profile::span("head");
-        let g = self.out_norm.gamma.as_ref().expect("affine").val();
-        let b = self.out_norm.beta.as_ref().expect("affine").val();
-        let h = group_norm_affine(h, self.out_norm.num_groups, g, b, true);
+        let (g, b) = affine(&self.out_norm);
+        let h = group_norm_silu(h, self.out_norm.num_groups, g, b, true);
         // The head's conv writes channels last, `[B, H, W, C·V]`: channel `c·V + v` at (h, w)
         // is then already logit v of token `(h·W + w)·C + c` (what `output_to_tokens` does to
         // the channels-first layout, without its permutation).
         let [bsz, _, hh, ww] = h.dims();
-        conv_forward_nhwc(&self.out_conv, h).reshape([
+        conv2d_module_nhwc(&self.out_conv, h).reshape([
             bsz,
             hh * ww * self.image_channels,
             self.vocab,

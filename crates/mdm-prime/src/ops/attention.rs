@@ -10,7 +10,9 @@ use burn_flex::{Flex, FlexTensor};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::{LANES, contiguous, custom_unary, exp_f32, f32s, flex_from, rows_per_task, simd};
+use super::{
+    LANES, contiguous, custom_unary, exp_f32, f32s, flex_from, matmul, rows_per_task, simd,
+};
 
 /// Rotary tables for positions `0..L`, GPT-NeoX "rotate half" layout (`freqs` repeated twice),
 /// base 10000 (design §6.2), on the host and as `[L, hd]` tensors.
@@ -238,10 +240,6 @@ fn softmax_rows(s: &mut [f32], n: usize, scale: f32) {
     let rows = rows_per_task(n);
     s.par_chunks_mut(rows * n)
         .for_each(|s| simd(SoftmaxRows { s, n, scale }));
-}
-
-fn matmul(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
-    contiguous(burn_flex::ops::matmul::matmul(a.clone(), b.clone()))
 }
 
 /// Transposes the last two dims (a view).

@@ -10,7 +10,7 @@ use burn_flex::{Flex, FlexTensor};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::{LANES, contiguous, custom_op, exp_f32, f32s, flex_from, input, simd};
+use super::{LANES, contiguous, custom_op, exp_f32, f32s, flex_from, input, lane_sum, simd};
 
 /// GroupNorm's ε (PyTorch's default, used by ADM's `GroupNorm32`).
 pub const GN_EPS: f64 = 1e-5;
@@ -37,20 +37,6 @@ impl GnDims {
     fn m(&self) -> usize {
         self.cg() * self.hw()
     }
-}
-
-/// `Σ f(x)` over a slice in `LANES` independent accumulators (so it vectorises).
-#[inline(always)]
-fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let chunks = xs.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
-    let mut acc = [0.0f32; LANES];
-    for c in chunks {
-        for k in 0..LANES {
-            acc[k] += f(c[k]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `σ(z) = 1/(1 + e^{−z})`.

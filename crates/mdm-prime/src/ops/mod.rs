@@ -204,8 +204,22 @@ fn custom_op<const N: usize, const E: usize, Op: Backward<Flex, N>>(
 }
 
 /// The backend's GEMM on flex primitives (strided views allowed), contiguous result.
-fn matmul(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
+pub(super) fn matmul(a: &FlexTensor, b: &FlexTensor) -> FlexTensor {
     contiguous(burn_flex::ops::matmul::matmul(a.clone(), b.clone()))
+}
+
+/// `Σ f(x)` over a slice in `LANES` independent accumulators (so it vectorises).
+#[inline(always)]
+pub(super) fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let chunks = xs.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    let mut acc = [0.0f32; LANES];
+    for c in chunks {
+        for k in 0..LANES {
+            acc[k] += f(c[k]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

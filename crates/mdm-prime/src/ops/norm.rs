@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use pulp::{Simd, WithSimd};
 
-use super::{Ad, LANES, contiguous, f32s, flex_from, rows_per_task, simd};
+use super::{Ad, contiguous, f32s, flex_from, lane_sum, rows_per_task, simd};
 
 /// LayerNorm's ε (PyTorch's default, and the model's `layer_norm`).
 pub const LN_EPS: f64 = 1e-5;
@@ -27,20 +27,6 @@ struct LnState {
     /// `[B, D]`.
     scale: Arc<Vec<f32>>,
     dims: [usize; 3],
-}
-
-/// `Σ f(x)` over a row, in `LANES` independent accumulators (so it vectorises).
-#[inline(always)]
-fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let chunks = xs.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
-    let mut acc = [0.0f32; LANES];
-    for c in chunks {
-        for k in 0..LANES {
-            acc[k] += f(c[k]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// A block of rows of the forward pass, from row `row0`: `out`, `1/σ`, and `x̂` when kept.

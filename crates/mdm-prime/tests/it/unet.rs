@@ -341,44 +341,6 @@ fn config_parses_with_defaults_and_rejects_unknown_keys() {
     assert!(serde_json::from_str::<UnetConfig>(r#"{"chanels": 32}"#).is_err());
 }
 
-/// burn-flex conv2d, 3 × 3 same padding: forward, and forward + backward (input and weight
-/// grads), printed as ms and GFLOP/s (2·B·H·W·Cin·Cout·9 per forward, 3× for fwd + bwd).
-/// `cargo test --release -p mdm-prime --test it time_conv2d -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn time_conv2d() {
-    use burn::nn::PaddingConfig2d;
-    use burn::nn::conv::Conv2dConfig;
-    for (b, ci, co, hw) in [(32, 32, 32, 28), (32, 64, 64, 14), (32, 32, 256, 28)] {
-        let flops = 2.0 * (b * hw * hw * ci * co * 9) as f64;
-        let d = Device::flex();
-        let conv = Conv2dConfig::new([ci, co], [3, 3])
-            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-            .init(&d);
-        let x = Tensor::<4>::random([b, ci, hw, hw], Distribution::Normal(0.0, 1.0), &d);
-        let fwd = median_ms(5, || {
-            let _ = conv.forward(x.clone()).sum().into_scalar::<f32>();
-        });
-        let ad = d.autodiff();
-        let conv = Conv2dConfig::new([ci, co], [3, 3])
-            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-            .init(&ad);
-        let x = x.autodiff().require_grad();
-        let both = median_ms(5, || {
-            let g = conv.forward(x.clone()).sum().backward();
-            let gx = x.grad(&g).unwrap().sum().into_scalar::<f32>();
-            let gw = conv.weight.grad(&g).expect("weight gradient");
-            let _ = gx + gw.sum().into_scalar::<f32>();
-        });
-        println!(
-            "conv3x3 B{b} {ci}->{co} {hw}x{hw}: fwd {fwd:.1} ms ({:.1} GFLOP/s), \
-             fwd+bwd {both:.1} ms ({:.1} GFLOP/s)",
-            flops / fwd / 1e6,
-            3.0 * flops / both / 1e6
-        );
-    }
-}
-
 /// The tiny CPU preset (embed 32, widths 32/64/64, one res-block per level, attention at 7 × 7,
 /// ℓ = 2): one training step (forward + backward of the cross-entropy) on 32 Fashion-MNIST-size
 /// images, and one forward without autodiff.

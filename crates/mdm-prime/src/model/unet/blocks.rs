@@ -7,43 +7,27 @@ use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
-use crate::ops::{GN_EPS, conv2d_module, conv2d_module_nhwc, dropout, group_norm_silu};
+use crate::ops::{GN_EPS, conv2d_module, dropout, group_norm_silu};
 
 /// A `k × k` convolution, stride 1, "same" padding, PyTorch's default initialisation
-/// (kaiming-uniform a = √5: weight and bias ~ U(±1/√fan_in), which is burn's default too).
+/// (kaiming-uniform a = √5: weight and bias ~ U(±1/√fan_in), which is burn's default too). Its
+/// forward goes through [`conv2d_module`] (one im2col + GEMM op each way: burn-flex's conv2d
+/// weight gradient is several times slower than the GEMM it amounts to); the module keeps the
+/// parameters and their checkpoint names.
 pub fn conv(c_in: usize, c_out: usize, k: usize, device: &Device) -> Conv2d {
-    let p = k / 2;
-    Conv2dConfig::new([c_in, c_out], [k, k])
-        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-        .init(device)
+    conv_config(c_in, c_out, k).init(device)
 }
 
 /// [`conv`] with weight and bias zero (ADM's `zero_module`): the layer starts as the zero map.
 pub fn zero_conv(c_in: usize, c_out: usize, k: usize, device: &Device) -> Conv2d {
-    let p = k / 2;
-    Conv2dConfig::new([c_in, c_out], [k, k])
-        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+    conv_config(c_in, c_out, k)
         .with_initializer(Initializer::Zeros)
         .init(device)
 }
 
-/// `conv.forward(x)` as one im2col + GEMM op forward and backward ([`conv2d_module`]: burn-flex's
-/// conv2d weight gradient is several times slower than the GEMM it amounts to). The module keeps
-/// the parameters (and their checkpoint names); only the computation changes.
-///
-/// # Shapes
-/// `x: [B, C_in, H, W]` → `[B, C_out, H, W]`.
-pub fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    conv2d_module(conv, x)
-}
-
-/// [`conv_forward`] with the output channels last (`conv.forward(x).permute([0, 2, 3, 1])`
-/// without the permutation, forward or backward).
-///
-/// # Shapes
-/// `x: [B, C_in, H, W]` → `[B, H, W, C_out]`.
-pub fn conv_forward_nhwc(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    conv2d_module_nhwc(conv, x)
+fn conv_config(c_in: usize, c_out: usize, k: usize) -> Conv2dConfig {
+    let p = k / 2;
+    Conv2dConfig::new([c_in, c_out], [k, k]).with_padding(PaddingConfig2d::Explicit(p, p, p, p))
 }
 
 /// ADM's `normalization(ch)`: GroupNorm with learned per-channel weight and bias.
@@ -53,30 +37,15 @@ pub fn group_norm(groups: usize, channels: usize, device: &Device) -> GroupNorm 
         .init(device)
 }
 
-/// `GroupNorm(x)·g + b` with per-channel `g, b: [C]` given by the caller (the module's own
-/// affine, optionally folded with a scale-shift), then SiLU when `silu`: one fused op forward
-/// and backward ([`group_norm_silu`]; ε = [`GN_EPS`]).
-///
-/// # Shapes
-/// `x: [B, C, H, W]`, `g, b: [C]` → `[B, C, H, W]`.
-pub fn group_norm_affine(
-    x: Tensor<4>,
-    groups: usize,
-    g: Tensor<1>,
-    b: Tensor<1>,
-    silu: bool,
-) -> Tensor<4> {
-    group_norm_silu(x, groups, g, b, silu)
-}
-
 /// The module's GroupNorm (its learned weight and bias), then SiLU.
 fn norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     let _span = crate::profile::span("norm");
     let (g, b) = affine(norm);
-    group_norm_affine(x, norm.num_groups, g, b, true)
+    group_norm_silu(x, norm.num_groups, g, b, true)
 }
 
-fn affine(norm: &GroupNorm) -> (Tensor<1>, Tensor<1>) {
+/// The module's learned per-channel weight and bias.
+pub(super) fn affine(norm: &GroupNorm) -> (Tensor<1>, Tensor<1>) {
     let g = norm.gamma.as_ref().expect("affine GroupNorm").val();
     let b = norm.beta.as_ref().expect("affine GroupNorm").val();
     (g, b)
@@ -162,7 +131,7 @@ impl ResBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let h = norm_silu(&self.norm1, x.clone());
         let span = crate::profile::span("conv");
-        let h = conv_forward(&self.conv1, h);
+        let h = conv2d_module(&self.conv1, h);
         drop(span);
         let span = crate::profile::span("norm");
         let (mut g, mut b) = affine(&self.norm2);
@@ -174,13 +143,13 @@ impl ResBlock {
             g = g * scale.clone();
             b = b * scale + shift;
         }
-        let h = group_norm_affine(h, self.norm2.num_groups, g, b, true);
+        let h = group_norm_silu(h, self.norm2.num_groups, g, b, true);
         let h = dropout(h, &self.dropout);
         drop(span);
         let _span = crate::profile::span("conv");
-        let h = conv_forward(&self.conv2, h);
+        let h = conv2d_module(&self.conv2, h);
         let x = match &self.skip {
-            Some(skip) => conv_forward(skip, x),
+            Some(skip) => conv2d_module(skip, x),
             None => x,
         };
         x + h
@@ -218,9 +187,9 @@ impl AttentionBlock {
         let (nh, t) = (self.heads, h * w);
         let ch = c / nh;
         let (g, beta) = affine(&self.norm);
-        let xn = group_norm_affine(x.clone(), self.norm.num_groups, g, beta, false);
+        let xn = group_norm_silu(x.clone(), self.norm.num_groups, g, beta, false);
         // [B, 3C, H, W] → [B, 3, heads, ch, T]: channel index (k·heads + head)·ch + i.
-        let qkv = conv_forward(&self.qkv, xn).reshape([b, 3, nh, ch, t]);
+        let qkv = conv2d_module(&self.qkv, xn).reshape([b, 3, nh, ch, t]);
         let part = |k: usize| qkv.clone().slice_dim(1, k..k + 1).reshape([b, nh, ch, t]);
         let scale = (ch as f64).powf(-0.25);
         let (q, k, v) = (
@@ -231,6 +200,6 @@ impl AttentionBlock {
         // weight[t, s] = Σ_c q[c, t]·k[c, s], softmax over s; out[c, t] = Σ_s weight[t, s]·v[c, s].
         let weight = softmax(q.swap_dims(2, 3).matmul(k), 3);
         let a = v.matmul(weight.swap_dims(2, 3)).reshape([b, c, h, w]);
-        x + conv_forward(&self.proj, a)
+        x + conv2d_module(&self.proj, a)
     }
 }
