@@ -66,8 +66,8 @@ impl ModelConfig {
         }
     }
 
-    /// Checks the sizes against ℓ and the input's channels per position (`image_channels`: C of
-    /// an image, 1 for text) and spatial size (`hw`, images only).
+    /// Checks the sizes against ℓ and, for images, the shape `(H, W, C)` (`None`: not known yet,
+    /// or text).
     pub fn validate(&self, ell: usize, image: Option<(usize, usize, usize)>) -> Result<()> {
         match self {
             ModelConfig::Dit(c) => c.validate(ell),
@@ -76,10 +76,7 @@ impl ModelConfig {
                 // every level can halve.
                 let side = 1usize << c.channel_mult.len().saturating_sub(1).min(16);
                 let (h, w, ch) = image.unwrap_or((side, side, 1));
-                c.validate(ell, ch, h, w).map_err(|msg| {
-                    let key = msg.split_whitespace().next().unwrap_or("model").to_string();
-                    Error::config(key, msg)
-                })
+                c.validate(ell, ch, h, w)
             }
         }
     }
@@ -223,35 +220,48 @@ impl UnetConfig {
         channels_in: usize,
         height: usize,
         width: usize,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let levels = self.channel_mult.len();
         if levels == 0 || self.channel_mult.contains(&0) {
-            return Err(format!(
-                "model.channel_mult = {:?}: needs at least one level, all > 0",
-                self.channel_mult
+            return Err(Error::config(
+                "model.channel_mult",
+                format!(
+                    "model.channel_mult = {:?}: needs at least one level, all > 0",
+                    self.channel_mult
+                ),
             ));
         }
         if self.channels == 0 {
-            return Err("model.channels must be > 0".into());
+            return Err(Error::config(
+                "model.channels",
+                "model.channels must be > 0",
+            ));
         }
         if ell == 0 || self.embed_dim == 0 || !self.embed_dim.is_multiple_of(ell) {
-            return Err(format!(
-                "model.embed_dim = {} is not a positive multiple of ell = {ell}",
-                self.embed_dim
+            return Err(Error::config(
+                "model.embed_dim",
+                format!(
+                    "model.embed_dim = {} is not a positive multiple of ell = {ell}",
+                    self.embed_dim
+                ),
             ));
         }
         if self.num_res_blocks == 0 {
-            return Err("model.num_res_blocks must be ≥ 1".into());
+            return Err(Error::config(
+                "model.num_res_blocks",
+                "model.num_res_blocks must be ≥ 1",
+            ));
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("model.dropout = {} is not in [0, 1)", self.dropout));
-        }
+        check_dropout(self.dropout)?;
         let widths = self.widths();
         for &w in &widths {
             if self.groups == 0 || !w.is_multiple_of(self.groups) {
-                return Err(format!(
-                    "model.groups = {} does not divide the width {w} (widths {widths:?})",
-                    self.groups
+                return Err(Error::config(
+                    "model.groups",
+                    format!(
+                        "model.groups = {} does not divide the width {w} (widths {widths:?})",
+                        self.groups
+                    ),
                 ));
             }
         }
@@ -261,23 +271,32 @@ impl UnetConfig {
             || !height.is_multiple_of(factor)
             || !width.is_multiple_of(factor)
         {
-            return Err(format!(
-                "model.channel_mult has {levels} levels, which halve the image {} times: \
+            return Err(Error::config(
+                "model.channel_mult",
+                format!(
+                    "model.channel_mult has {levels} levels, which halve the image {} times: \
                  {height}×{width} is not divisible by {factor}",
-                levels - 1
+                    levels - 1
+                ),
             ));
         }
         for &ds in &self.attention_ds {
             if !ds.is_power_of_two() || ds > factor {
-                return Err(format!(
-                    "model.attention_ds = {:?}: {ds} is not a downsample factor of this \
+                return Err(Error::config(
+                    "model.attention_ds",
+                    format!(
+                        "model.attention_ds = {:?}: {ds} is not a downsample factor of this \
                      network (1, 2, …, {factor})",
-                    self.attention_ds
+                        self.attention_ds
+                    ),
                 ));
             }
         }
         if self.head_channels == 0 {
-            return Err("model.head_channels must be > 0".into());
+            return Err(Error::config(
+                "model.head_channels",
+                "model.head_channels must be > 0",
+            ));
         }
         let mut attn_widths: Vec<usize> = (0..levels)
             .filter(|&l| self.attention_ds.contains(&(1 << l)))
@@ -286,14 +305,17 @@ impl UnetConfig {
         attn_widths.push(widths[levels - 1]);
         for w in attn_widths {
             if w > self.head_channels && !w.is_multiple_of(self.head_channels) {
-                return Err(format!(
-                    "model.head_channels = {} does not divide the attention width {w}",
-                    self.head_channels
+                return Err(Error::config(
+                    "model.head_channels",
+                    format!(
+                        "model.head_channels = {} does not divide the attention width {w}",
+                        self.head_channels
+                    ),
                 ));
             }
         }
         if channels_in == 0 {
-            return Err("image channels must be > 0".into());
+            return Err(Error::config("data.image", "image channels must be > 0"));
         }
         Ok(())
     }

@@ -285,7 +285,7 @@ fn validation_names_the_key() {
     for ell in [1, 2, 3, 4, 8] {
         paper.validate(ell, 3, 32, 32).unwrap();
     }
-    let err = |cfg: &UnetConfig, ell, h| cfg.validate(ell, 1, h, h).unwrap_err();
+    let err = |cfg: &UnetConfig, ell, h| cfg.validate(ell, 1, h, h).unwrap_err().to_string();
     assert!(err(&paper, 5, 32).contains("model.embed_dim"));
     let cfg = UnetConfig {
         groups: 5,
