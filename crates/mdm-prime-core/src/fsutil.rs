@@ -71,6 +71,72 @@ fn take_injected_failure() -> bool {
     })
 }
 
+/// The environment variable naming a crash point for fault-injection runs: `NAME` or `NAME@K`
+/// (the K-th time the point is reached, default 1). See [`crash_point`].
+pub const CRASH_ENV: &str = "MDM_PRIME_CRASH_AT";
+
+/// A named point in a multi-step write (e.g. `checkpoint:renaming`, between two renames). When
+/// [`CRASH_ENV`] names this point, the process kills itself here with SIGKILL (no destructor, no
+/// flush: what a preempted machine or the OOM killer does), so a test can crash it at exactly the
+/// moment a random kill would rarely hit. Unset (always, outside such tests) it does nothing
+/// beyond one cached environment lookup.
+pub fn crash_point(name: &str) {
+    use std::sync::Mutex;
+    use std::sync::OnceLock;
+    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: Mutex<u64> = Mutex::new(0);
+    let target = TARGET.get_or_init(|| {
+        let spec = std::env::var(CRASH_ENV).ok()?;
+        Some(match spec.split_once('@') {
+            Some((point, k)) => (point.to_string(), k.parse().unwrap_or(1)),
+            None => (spec, 1),
+        })
+    });
+    let Some((point, k)) = target else { return };
+    if point != name {
+        return;
+    }
+    let mut hits = HITS.lock().unwrap_or_else(|e| e.into_inner());
+    *hits += 1;
+    if *hits == *k {
+        let pid = std::process::id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status();
+        // `kill` missing or refused: end the process just as abruptly.
+        std::process::abort();
+    }
+}
+
+/// Removes the temporaries [`write_temp`] left in `dir` when a writer died before renaming them
+/// (`<name>.<pid>.<n>.tmp`, for each `<name>` in `names`: other files are never touched);
+/// returns how many. Call it only while no other process writes there (e.g. under the run
+/// directory's lock).
+pub fn remove_stale_temps(dir: &Path, names: &[&str]) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let mut parts = name.rsplitn(4, '.');
+        let is_temp = parts.next() == Some("tmp")
+            && parts.next().is_some_and(is_number)
+            && parts.next().is_some_and(is_number)
+            && parts.next().is_some_and(|stem| names.contains(&stem));
+        if is_temp && path.is_file() {
+            fs::remove_file(&path)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The files of `dir` whose extension is `ext` (compared case-insensitively; not recursive;
 /// other entries ignored), sorted by file name. An entry whose metadata cannot be read (e.g. a
 /// broken link) is kept, so that reading it reports the problem.
@@ -114,6 +180,15 @@ mod tests {
         assert!(write_atomic(&dir.join("missing/x.txt"), b"").is_err());
         let left: Vec<_> = fs::read_dir(&dir).unwrap().collect();
         assert_eq!(left.len(), 4, "no temporary file is left behind");
+        // A writer that died before its rename leaves `<name>.<pid>.<n>.tmp`; only those go.
+        let stale = write_temp(&dir.join("b.txt"), b"half").unwrap();
+        fs::write(dir.join("notes.1.tmp"), b"keep").unwrap();
+        fs::write(dir.join("b.txt.1.2.tmp.bak"), b"keep").unwrap();
+        fs::write(dir.join("other.txt.1.2.tmp"), b"not ours to remove").unwrap();
+        assert_eq!(remove_stale_temps(&dir, &["b.txt", "a.TXT"]).unwrap(), 1);
+        assert!(!stale.exists());
+        assert_eq!(fs::read(dir.join("b.txt")).unwrap(), b"again");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 7);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,8 +11,9 @@
 //!   metrics.jsonl        one JSON object per log / validation event
 //!   loss.png             the loss curve
 //! ```
-//! Every file is written to `<file>.tmp` and renamed into place, so a crash never leaves half a
-//! checkpoint; the state file is renamed last, so it never names weights that are not there.
+//! Every file is written to a temporary beside it and renamed into place, so a crash never leaves
+//! half a file; a checkpoint's files are installed together through a journal
+//! ([`write_all_atomic`], [`recover`]), so a crash never leaves half a checkpoint.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,20 @@ impl TrainState {
         self.tokens_seen += tokens as u64;
     }
 }
+
+/// The files a trainer writes in the root of a run directory (whose stale temporaries
+/// [`recover`] may remove).
+const RUN_FILES: &[&str] = &[
+    "config.toml",
+    "version.txt",
+    "model.safetensors",
+    "ema.safetensors",
+    "optim.safetensors",
+    "state.json",
+    "metrics.jsonl",
+    "loss.png",
+    JOURNAL,
+];
 
 /// Paths of one run directory.
 #[derive(Debug, Clone)]
@@ -239,27 +254,144 @@ pub fn module_file<M: Module>(
     }
 }
 
-/// Writes several files as one checkpoint: every file goes to a synced temporary beside it
-/// first; only when all are written are they renamed into place, in order (put the file that
-/// names the others, `state.json`, last). A failed write (a full disk, an I/O error) leaves every
-/// previous file as it was and no temporary behind; the error names the path and the cause.
+/// The commit record of a checkpoint being installed: [`write_all_atomic`] writes it once every
+/// temporary is complete and removes it when every rename is done; [`recover`] finishes an
+/// installation that a crash interrupted.
+pub const JOURNAL: &str = "checkpoint.journal";
+
+/// The journal's content: which temporary becomes which file (names within the directory).
+#[derive(Serialize, Deserialize)]
+struct Journal {
+    renames: Vec<(String, String)>,
+}
+
+/// Writes several files of one directory as one checkpoint, so that a crash at any moment (kill
+/// -9, power loss after the syncs) leaves either the previous checkpoint or the new one, never a
+/// mix:
+/// 1. every file goes to a synced temporary beside it (a failure here removes them and leaves
+///    every previous file as it was; the error names the path and the cause);
+/// 2. the journal [`JOURNAL`] naming each temporary and its destination is written atomically:
+///    from here on the new checkpoint is decided;
+/// 3. the temporaries are renamed into place, in order (`state.json`, which names the others,
+///    last), the directory is synced, and the journal removed.
+///
+/// A crash during 3 leaves some files new and some old; [`recover`], which the trainer runs
+/// before it reads a run directory, completes the renames from the journal. Before 2, it
+/// removes the temporaries instead.
 pub fn write_all_atomic(files: &[(PathBuf, Vec<u8>)]) -> Result<(), Error> {
+    let Some(dir) = files.first().and_then(|(p, _)| p.parent()) else {
+        return Ok(());
+    };
     let mut temps: Vec<PathBuf> = Vec::new();
+    let discard = |temps: &[PathBuf]| {
+        temps.iter().for_each(|t| {
+            let _ = std::fs::remove_file(t);
+        })
+    };
     for (path, bytes) in files {
+        if path.parent() != Some(dir) {
+            discard(&temps);
+            return Err(Error::checkpoint(
+                path,
+                "all files of a checkpoint must be in one directory",
+            ));
+        }
         match mdm_prime_core::fsutil::write_temp(path, bytes) {
             Ok(tmp) => temps.push(tmp),
             Err(e) => {
-                temps.iter().for_each(|t| {
-                    let _ = std::fs::remove_file(t);
-                });
+                discard(&temps);
                 return Err(Error::io(path, e));
             }
         }
     }
-    for ((path, _), tmp) in files.iter().zip(&temps) {
-        std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))?;
+    mdm_prime_core::fsutil::crash_point("checkpoint:temps");
+    let file_name = |p: &Path| {
+        p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let journal = Journal {
+        renames: temps
+            .iter()
+            .zip(files)
+            .map(|(tmp, (path, _))| (file_name(tmp), file_name(path)))
+            .collect(),
+    };
+    let journal_path = dir.join(JOURNAL);
+    let record = serde_json::to_vec(&journal)
+        .map_err(|e| Error::checkpoint(&journal_path, e.to_string()))?;
+    if let Err(e) = mdm_prime_core::fsutil::write_atomic(&journal_path, &record) {
+        discard(&temps);
+        return Err(Error::io(&journal_path, e));
     }
-    Ok(())
+    mdm_prime_core::fsutil::crash_point("checkpoint:journal");
+    for (k, ((path, _), tmp)) in files.iter().zip(&temps).enumerate() {
+        std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))?;
+        if k == 0 {
+            mdm_prime_core::fsutil::crash_point("checkpoint:renaming");
+        }
+    }
+    sync_dir(dir);
+    mdm_prime_core::fsutil::crash_point("checkpoint:renamed");
+    std::fs::remove_file(&journal_path).map_err(|e| Error::io(&journal_path, e))
+}
+
+/// What [`recover`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recovery {
+    /// Renames of an interrupted checkpoint installation that it completed.
+    pub completed_renames: usize,
+    /// Temporaries of writers that died before committing, removed.
+    pub removed_temps: usize,
+}
+
+/// Brings a run directory back to one complete checkpoint after a crash: completes the renames
+/// of an installation whose journal exists (see [`write_all_atomic`]), then removes temporaries
+/// no journal claims. Run it only while holding the directory's writer lock.
+pub fn recover(dir: &Path) -> Result<Recovery, Error> {
+    let mut done = Recovery::default();
+    let journal_path = dir.join(JOURNAL);
+    match std::fs::read(&journal_path) {
+        Ok(bytes) => {
+            let journal: Journal = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::checkpoint(
+                    &journal_path,
+                    format!(
+                        "unreadable checkpoint journal ({e}); it is written atomically, so this                          file was damaged: check which files are complete with `mdm-prime eval`                          and delete it"
+                    ),
+                )
+            })?;
+            for (tmp, dest) in &journal.renames {
+                let plain = |n: &str| !n.is_empty() && !n.contains(['/', '\\']) && n != "..";
+                if !plain(tmp) || !plain(dest) {
+                    return Err(Error::checkpoint(
+                        &journal_path,
+                        format!("names a file outside the run directory ({tmp:?} → {dest:?})"),
+                    ));
+                }
+                let tmp = dir.join(tmp);
+                if tmp.exists() {
+                    std::fs::rename(&tmp, dir.join(dest)).map_err(|e| Error::io(&tmp, e))?;
+                    done.completed_renames += 1;
+                }
+            }
+            sync_dir(dir);
+            std::fs::remove_file(&journal_path).map_err(|e| Error::io(&journal_path, e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&journal_path, e)),
+    }
+    done.removed_temps = mdm_prime_core::fsutil::remove_stale_temps(dir, RUN_FILES)
+        .map_err(|e| Error::io(dir, e))?;
+    Ok(done)
+}
+
+/// Makes the renames in `dir` durable (best effort: directories cannot be synced everywhere).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// The tensors of a safetensors file as `name → (shape, values)`, plus its metadata.

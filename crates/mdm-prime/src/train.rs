@@ -84,6 +84,8 @@ pub struct Trainer {
     pub state: TrainState,
     pub tables: PrimeTables,
     device: Device,
+    /// What opening the run directory had to repair after a crash (see [`checkpoint::recover`]).
+    pub recovery: checkpoint::Recovery,
     /// The run directory's writer lock, held while this trainer lives.
     _lock: std::fs::File,
 }
@@ -98,6 +100,15 @@ impl Trainer {
         let fresh = Network::init(cfg, &codec, &ad)?;
         materialize(&fresh);
         let mut optim = AdamW::new(&cfg.train);
+        // The writer lock before anything is read: a crash may have left a checkpoint half
+        // installed, which only the one writer may complete.
+        let (lock, recovery) = match run.root.is_dir() {
+            true => {
+                let lock = run.lock()?;
+                (Some(lock), checkpoint::recover(&run.root)?)
+            }
+            false => (None, checkpoint::Recovery::default()),
+        };
         if resume {
             if !run.has_checkpoint() {
                 return Err(Error::checkpoint(
@@ -129,8 +140,9 @@ impl Trainer {
                     ),
                 ));
             }
-            // Everything is read and checked; take the writer lock before the first write.
-            let lock = run.lock()?;
+            let lock = lock.ok_or_else(|| {
+                Error::checkpoint(&run.root, "the run directory disappeared while opening it")
+            })?;
             trim_metrics(&run, state.step)?;
             // The resumed config may change training-only keys (steps, lr, ...); record it.
             checkpoint::write_atomic(&run.config(), cfg.to_toml()?.as_bytes())?;
@@ -143,6 +155,7 @@ impl Trainer {
                 state,
                 tables,
                 device: device.clone(),
+                recovery,
                 _lock: lock,
             });
         }
@@ -152,8 +165,13 @@ impl Trainer {
                 "already holds a run; pass --resume to continue it, or choose another --name / --run-dir",
             ));
         }
-        std::fs::create_dir_all(&run.root).map_err(|e| Error::io(&run.root, e))?;
-        let lock = run.lock()?;
+        let lock = match lock {
+            Some(lock) => lock,
+            None => {
+                std::fs::create_dir_all(&run.root).map_err(|e| Error::io(&run.root, e))?;
+                run.lock()?
+            }
+        };
         checkpoint::write_atomic(&run.config(), cfg.to_toml()?.as_bytes())?;
         checkpoint::write_atomic(&run.version(), format!("{}\n", code_version()).as_bytes())?;
         let _ = std::fs::remove_file(run.metrics());
@@ -174,6 +192,7 @@ impl Trainer {
             state,
             tables,
             device: device.clone(),
+            recovery,
             _lock: lock,
         })
     }

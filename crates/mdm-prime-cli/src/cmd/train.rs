@@ -95,6 +95,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let device = Device::default();
     let mut trainer = Trainer::open(&cfg, run.clone(), args.resume, &device)
         .with_context(|| format!("opening run directory {}", run.root.display()))?;
+    let fixed = trainer.recovery;
+    if fixed.completed_renames > 0 {
+        eprintln!(
+            "completed a checkpoint that a crash interrupted ({} files installed from {})",
+            fixed.completed_renames,
+            mdm_prime::checkpoint::JOURNAL
+        );
+    }
+    if fixed.removed_temps > 0 {
+        eprintln!(
+            "removed {} temporary files left by a crashed writer",
+            fixed.removed_temps
+        );
+    }
     let codec = cfg.codec()?;
     eprintln!(
         "model: ell = {}, base = {}, {}; objective {}; run dir {}",
@@ -142,7 +156,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             } else {
                 "starting at"
             };
-            pb.println(format!("{params} parameters; {what} step {step}"));
+            let line = format!("{params} parameters; {what} step {step}");
+            match quiet {
+                true => eprintln!("{line}"),
+                false => pb.println(line),
+            }
         }
         TrainEvent::Step {
             step,

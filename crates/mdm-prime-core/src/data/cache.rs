@@ -190,7 +190,12 @@ pub(super) fn write_cache(path: &Path, tokens: &[u32], n_documents: usize) -> Re
     let hash = fnv1a64(&buf[CACHE_HEADER_LEN..]);
     buf[28..CACHE_HEADER_LEN].copy_from_slice(&hash.to_le_bytes());
 
-    crate::fsutil::write_atomic(path, &buf).map_err(fail)?;
+    let tmp = crate::fsutil::write_temp(path, &buf).map_err(fail)?;
+    crate::fsutil::crash_point("cache:written");
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        fail(e)
+    })?;
     // Make the rename durable where directories can be synced (best effort: not on Windows).
     if let Some(dir) = path.parent()
         && let Ok(d) = fs::File::open(dir)

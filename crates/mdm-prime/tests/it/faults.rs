@@ -156,9 +156,9 @@ fn a_full_disk_keeps_the_last_checkpoint_and_retry_mode_trains_on() {
         .map(|p| std::fs::read(p).unwrap())
         .collect();
     tr.step(&data).unwrap();
-    // Each of the four files of the new checkpoint fails in turn: none of the new files may
-    // replace an old one, and no temporary file stays behind.
-    for pass in 0..4 {
+    // Each of the four files of the new checkpoint fails in turn, then the journal that commits
+    // them: none of the new files may replace an old one, and no temporary file stays behind.
+    for pass in 0..5 {
         inject_write_failures(pass, 1);
         let e = tr
             .save()

@@ -84,6 +84,7 @@ fn refuses_to_overwrite_or_resume_an_incompatible_run() {
     let mut t = Trainer::open(&cfg, RunDir::new(&dir), false, &d).unwrap();
     t.step(&data).unwrap();
     t.save().unwrap();
+    drop(t); // (while it lives, its lock is what refuses a second trainer: rundir.rs)
     let before: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| {
