@@ -62,6 +62,10 @@ pub struct TrainArgs {
     /// Shorthand for --set train.on_write_error=….
     #[arg(long, value_name = "stop|retry")]
     pub on_write_error: Option<String>,
+    /// Where to train: cpu, cuda[:N], wgpu[:N], or several GPUs for data-parallel training
+    /// (cuda:0,cuda:1,…). Shorthand for --set train.device=….
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +82,9 @@ pub struct EvalArgs {
     /// Override eval keys only: --set eval.time_draws=8 --set eval.max_sequences=100.
     #[arg(long = "set", value_name = "eval.KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Where to run: cpu (default), cuda[:N] or wgpu[:N] (GPU builds: README, "GPUs").
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +158,9 @@ pub struct SampleArgs {
     /// Override sampler keys: --set sample.draw=marginals --set sample.temperature_schedule=[-0.2,2,1].
     #[arg(long = "set", value_name = "sample.KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Where to run: cpu (default), cuda[:N] or wgpu[:N] (GPU builds: README, "GPUs").
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +195,9 @@ pub struct ImputeArgs {
     /// The PNG to write (default: <run>/samples/impute-<observe>-seed<seed>.png).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// Where to run: cpu (default), cuda[:N] or wgpu[:N] (GPU builds: README, "GPUs").
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Debug, Args)]
@@ -236,4 +249,7 @@ pub struct BenchArgs {
     /// filter, loss, backward, optimiser, EMA), from extra profiled steps.
     #[arg(long)]
     pub profile: bool,
+    /// Where to run: cpu (default), cuda[:N] or wgpu[:N] (GPU builds: README, "GPUs").
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }

@@ -563,3 +563,58 @@ fn impossible_sizes_are_errors_not_aborts() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--device`: a backend the binary lacks, an unknown name, a data-parallel batch that does not
+/// split: each a clear error before any data is read or anything written.
+#[test]
+fn device_choices_fail_clearly() {
+    let dir = temp_dir("device");
+    let run = dir.join("run");
+    let r = run.to_str().unwrap();
+    let mut cases = vec![
+        (
+            vec!["train", "--run-dir", r, "--device", "tpu"],
+            "unknown device",
+        ),
+        (
+            vec!["train", "--run-dir", r, "--device", "cuda:0,wgpu:1"],
+            "mixes device kinds",
+        ),
+        (
+            vec![
+                "train",
+                "--run-dir",
+                r,
+                "--device",
+                "cuda:0,1,2",
+                "--set",
+                "train.batch_size=16",
+            ],
+            "not divisible by 3 devices",
+        ),
+        (
+            vec!["eval", "--run", r, "--device", "cpu:1"],
+            "one cpu device",
+        ),
+    ];
+    #[cfg(not(feature = "cuda"))]
+    cases.push((
+        vec!["sample", "--run", r, "--device", "cuda"],
+        "built without the `cuda` feature",
+    ));
+    #[cfg(not(feature = "wgpu"))]
+    cases.push((
+        vec!["train", "--run-dir", r, "--device", "wgpu"],
+        "built without the `wgpu` feature",
+    ));
+    for (args, needle) in cases {
+        let o = mdm_prime(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert!(!run.exists(), "{args:?} wrote {}", run.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

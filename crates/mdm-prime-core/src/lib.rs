@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod flops;
 pub mod fsutil;

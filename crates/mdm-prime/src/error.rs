@@ -10,6 +10,9 @@ pub enum Error {
     /// A checkpoint or run directory that cannot be used.
     #[error("{path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+    /// A device that cannot be used: a backend this binary lacks, a GPU the machine lacks.
+    #[error("{0}")]
+    Device(String),
     /// Training was asked to stop (Ctrl-C) and stopped cleanly after saving.
     #[error("interrupted")]
     Interrupted,

@@ -11,6 +11,7 @@ pub use mdm_prime_core as core;
 
 pub mod batch;
 pub mod checkpoint;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod model;

@@ -74,6 +74,15 @@ pub struct TrainOutcome {
 
 pub use mdm_prime_core::rng::step_seed;
 
+/// A copy of the model on another device, for data-parallel training: it computes the
+/// gradients of its shard of each batch; [`Trainer::step`] sums them on the first device,
+/// updates the weights there and copies them back.
+struct Replica {
+    model: Network,
+    tables: PrimeTables,
+    device: Device,
+}
+
 /// The model and its training state, in memory.
 pub struct Trainer {
     pub cfg: RunConfig,
@@ -84,6 +93,8 @@ pub struct Trainer {
     pub state: TrainState,
     pub tables: PrimeTables,
     device: Device,
+    /// Devices 2…K of a data-parallel run (empty on one device).
+    replicas: Vec<Replica>,
     /// What opening the run directory had to repair after a crash (see [`checkpoint::recover`]).
     pub recovery: checkpoint::Recovery,
     /// The run directory's writer lock, held while this trainer lives.
@@ -155,6 +166,7 @@ impl Trainer {
                 state,
                 tables,
                 device: device.clone(),
+                replicas: Vec::new(),
                 recovery,
                 _lock: lock,
             });
@@ -192,18 +204,33 @@ impl Trainer {
             state,
             tables,
             device: device.clone(),
+            replicas: Vec::new(),
             recovery,
             _lock: lock,
         })
     }
 
     /// One optimiser step on `data`; returns (loss, grad norm before clipping, lr).
+    ///
+    /// The batch is drawn on the host as `grad_accum` rounds of `batch_size / grad_accum`
+    /// sequences (examples, then times — stratified over the whole round when antithetic —, then
+    /// masks, from one random stream); with several devices each round is cut into equal shards,
+    /// one per device, in order. Each shard's loss is its mean over its tokens divided by
+    /// (rounds × shards), so the summed gradients are the gradient of the round-averaged mean
+    /// loss: the same as one device taking the whole batch (to float rounding; tested), whatever
+    /// the number of devices.
     pub fn step(&mut self, data: &Dataset) -> Result<(f64, f64, f64)> {
         let cfg = &self.cfg;
         let step = self.state.step;
         let mut rng = StdRng::seed_from_u64(step_seed(cfg.seed, step, 1));
         self.device.seed(step_seed(cfg.seed, step, 2)); // dropout
-        let micro = cfg.train.batch_size / cfg.train.grad_accum;
+        for (k, r) in self.replicas.iter().enumerate() {
+            r.device.seed(step_seed(cfg.seed, step, 3 + k as u64));
+        }
+        let shards = 1 + self.replicas.len();
+        let round = cfg.train.batch_size / cfg.train.grad_accum;
+        let per_shard = round / shards;
+        let scale = (cfg.train.grad_accum * shards) as f64;
         let mut grads: HashMap<String, Tensor<1>> = HashMap::new();
         let mut loss_sum = 0.0;
         for _ in 0..cfg.train.grad_accum {
@@ -211,7 +238,7 @@ impl Trainer {
             // Images may be flipped at random (one more draw only then, so the text stream is
             // unchanged).
             let flip = cfg.data.flip && data.image.is_some();
-            let examples: Vec<_> = (0..micro)
+            let examples: Vec<_> = (0..round)
                 .map(|_| {
                     let i = rng.random_range(0..data.n_train());
                     data.train_example(i, flip && rng.random::<bool>())
@@ -220,40 +247,64 @@ impl Trainer {
             let blocks: Vec<&[u32]> = examples.iter().map(|e| e.as_ref()).collect();
             let t = sample_times(
                 &mut rng,
-                micro,
+                round,
                 cfg.train.antithetic,
                 cfg.train.sampling_eps,
             );
             let sigma = self.model.sigma(&cfg.schedule, &t);
-            let batch = noised_batch(
-                self.tables.codec(),
-                &cfg.schedule,
-                &blocks,
-                t,
-                &mut rng,
-                &self.device,
-            )?;
-            drop(span);
-            let loss = batch_loss(
-                &self.model,
-                &self.tables,
-                cfg.train.objective,
-                &batch,
-                &sigma,
-                cfg.prime.carry_over,
-                true,
-            )
-            .div_scalar(cfg.train.grad_accum as f64);
-            loss_sum += loss.clone().into_scalar::<f32>() as f64;
-            let span = crate::profile::span("backward");
-            let grads_now = grads_by_path(&self.model, &loss.backward());
-            drop(span);
-            for (path, g) in grads_now {
-                let g = match grads.remove(&path) {
-                    Some(acc) => acc + g,
-                    None => g,
+            let mut batches = Vec::with_capacity(shards);
+            for k in 0..shards {
+                let rows = k * per_shard..(k + 1) * per_shard;
+                let device = match k {
+                    0 => &self.device,
+                    _ => &self.replicas[k - 1].device,
                 };
-                grads.insert(path, g);
+                let batch = noised_batch(
+                    self.tables.codec(),
+                    &cfg.schedule,
+                    &blocks[rows.clone()],
+                    t[rows.clone()].to_vec(),
+                    &mut rng,
+                    device,
+                )?;
+                batches.push((batch, sigma[rows].to_vec()));
+            }
+            drop(span);
+            let shard_grads =
+                |model: &Network, tables: &PrimeTables, (batch, sigma): &(_, Vec<f32>)| {
+                    let loss = batch_loss(
+                        model,
+                        tables,
+                        cfg.train.objective,
+                        batch,
+                        sigma,
+                        cfg.prime.carry_over,
+                        true,
+                    )
+                    .div_scalar(scale);
+                    let _span = crate::profile::span("backward");
+                    let grads = grads_by_path(model, &loss.backward());
+                    (loss, grads)
+                };
+            let mut results = vec![shard_grads(&self.model, &self.tables, &batches[0])];
+            results.extend(
+                self.replicas
+                    .iter()
+                    .zip(&batches[1..])
+                    .map(|(r, b)| shard_grads(&r.model, &r.tables, b)),
+            );
+            // Read back only now, so that devices are not waited for one by one. Gradients are
+            // summed on the first device, in shard order (deterministic).
+            for (loss, grads_now) in results {
+                loss_sum += loss.into_scalar::<f32>() as f64;
+                for (path, g) in grads_now {
+                    let g = g.to_device(&self.device);
+                    let g = match grads.remove(&path) {
+                        Some(acc) => acc + g,
+                        None => g,
+                    };
+                    grads.insert(path, g);
+                }
             }
         }
         let span = crate::profile::span("optimizer");
@@ -274,7 +325,9 @@ impl Trainer {
         let decay = ema_decay(cfg.train.ema_decay, step);
         let ema = self.ema.clone();
         self.ema = ema_update(ema, &self.model, decay);
-        self.state.advance(cfg.train.batch_size * data.seq_len);
+        let tokens = cfg.train.batch_size * data.seq_len;
+        self.broadcast();
+        self.state.advance(tokens);
         Ok((loss_sum, norm, lr))
     }
 
@@ -297,6 +350,61 @@ impl Trainer {
             &self.device,
             &mut |_, _| {},
         )
+    }
+
+    /// [`Trainer::open`] on `devices[0]`, with one replica of the model on each further device
+    /// (data-parallel: every step's batch is split evenly over the devices, see
+    /// [`Trainer::step`]). The devices may repeat (several replicas on one device: what the CPU
+    /// tests use to check the arithmetic).
+    pub fn open_parallel(
+        cfg: &RunConfig,
+        run: RunDir,
+        resume: bool,
+        devices: &[Device],
+    ) -> Result<Self> {
+        let Some((first, rest)) = devices.split_first() else {
+            return Err(Error::Device("no device to train on".into()));
+        };
+        let t = &cfg.train;
+        if !t.batch_size.is_multiple_of(devices.len() * t.grad_accum) {
+            return Err(Error::Core(mdm_prime_core::Error::config(
+                "train.batch_size",
+                format!(
+                    "{} is not divisible by {} devices × grad_accum {}",
+                    t.batch_size,
+                    devices.len(),
+                    t.grad_accum
+                ),
+            )));
+        }
+        let mut trainer = Trainer::open(cfg, run, resume, first)?;
+        let codec = cfg.codec()?;
+        trainer.replicas = rest
+            .iter()
+            .map(|d| Replica {
+                model: trainer.model.clone().fork(d),
+                tables: PrimeTables::new(&codec, d),
+                device: d.clone(),
+            })
+            .collect();
+        Ok(trainer)
+    }
+
+    /// Copies the weights of the first device to every replica.
+    fn broadcast(&mut self) {
+        for r in &mut self.replicas {
+            r.model = self.model.clone().fork(&r.device);
+        }
+    }
+
+    /// How many devices this trainer computes on.
+    pub fn n_devices(&self) -> usize {
+        1 + self.replicas.len()
+    }
+
+    /// The device this trainer computes on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Writes weights, EMA, optimiser and the state file as one checkpoint (all written before any

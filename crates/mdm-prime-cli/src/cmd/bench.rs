@@ -154,7 +154,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "off" => CacheMode::Off,
         other => bail!("--cache {other}: use sequence, batch or off"),
     };
-    let device = Device::default();
+    let device = mdm_prime::device::parse_one(&args.device, "bench")?;
     let peak = gemm_peak(&device);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     for name in &args.config {

@@ -1,7 +1,6 @@
 //! `mdm-prime eval`: the valid bound (elbo) in nats/token, bits/token and perplexity with its
 //! Monte-Carlo standard error, the paper's objective under its own name, and the unigram floor.
 
-use burn::tensor::Device;
 use mdm_prime::checkpoint::RunDir;
 use mdm_prime::eval::{EvalReport, EvalSettings, evaluate};
 use mdm_prime_core::data::unigram_nll;
@@ -10,10 +9,10 @@ use super::run::{bar, ensure_same_images, load_data, load_ema, run_config};
 use crate::args::EvalArgs;
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let device = mdm_prime::device::parse_one(&args.device, "evaluation")?;
     let run = RunDir::new(&args.run);
     let cfg = run_config(&run, &args.overrides, &["eval"])?;
     let codec = cfg.codec()?;
-    let device = Device::default();
     let (model, tables) = load_ema(&cfg, &run, &device)?;
 
     // The run's own corpus gives the training split (for the unigram floor) and, by default,

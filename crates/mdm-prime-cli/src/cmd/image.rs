@@ -40,6 +40,7 @@ pub fn sample_grid<M: Denoiser>(
     n: usize,
     png: &Path,
     jsonl: &Path,
+    device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<Vec<Sample>> {
     let shape = shape_of(cfg, "sample")?;
@@ -52,7 +53,7 @@ pub fn sample_grid<M: Denoiser>(
         &free,
         n,
         0,
-        &Device::default(),
+        device,
         progress,
     )?;
     let images: Vec<&[u32]> = samples.iter().map(|s| s.tokens.as_slice()).collect();
@@ -83,6 +84,7 @@ pub fn impute_grid<M: Denoiser>(
     observed: &[bool],
     completions: usize,
     png: &Path,
+    device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<Vec<Sample>> {
     let shape = shape_of(cfg, "impute")?;
@@ -110,7 +112,7 @@ pub fn impute_grid<M: Denoiser>(
         settings,
         &templates,
         0,
-        &Device::default(),
+        device,
         progress,
     )?;
     let mut grid: Vec<&[u32]> = originals.to_vec();

@@ -1,7 +1,6 @@
 //! `mdm-prime impute`: complete partially observed validation images of an image run.
 
 use anyhow::{Context, bail};
-use burn::tensor::Device;
 use mdm_prime::checkpoint::RunDir;
 use mdm_prime_core::data::image::{ImageSource, load_image_dataset};
 use mdm_prime_core::observe::{Observe, observed_slots};
@@ -12,6 +11,7 @@ use super::run::{bar, ensure_same_images, load_ema, run_config};
 use crate::args::ImputeArgs;
 
 pub fn run(args: ImputeArgs) -> anyhow::Result<()> {
+    let device = mdm_prime::device::parse_one(&args.device, "imputation")?;
     let run = RunDir::new(&args.run);
     let cfg = run_config(&run, &args.overrides, &["sample"])?;
     let shape = image::shape_of(&cfg, "impute")?;
@@ -40,7 +40,7 @@ pub fn run(args: ImputeArgs) -> anyhow::Result<()> {
     )?;
     let originals: Vec<&[u32]> = (0..n).map(|i| data.val_block(i)).collect();
 
-    let (model, tables) = load_ema(&cfg, &run, &Device::default())?;
+    let (model, tables) = load_ema(&cfg, &run, &device)?;
     let steps = args.steps.unwrap_or(cfg.sample_steps());
     let settings = super::run::sample_settings(&cfg, steps, args.seed, args.batch_size);
     let tag: String = args
@@ -74,6 +74,7 @@ pub fn run(args: ImputeArgs) -> anyhow::Result<()> {
         &observed,
         args.completions,
         &out,
+        &device,
         &mut |k, _| pb.set_position(k as u64),
     )?;
     pb.finish_and_clear();

@@ -18,10 +18,11 @@ use super::run::{bar, load_ema, run_config};
 use crate::args::SampleArgs;
 
 pub fn run(args: SampleArgs) -> anyhow::Result<()> {
+    let device = mdm_prime::device::parse_one(&args.device, "sampling")?;
     let run = RunDir::new(&args.run);
     let cfg = run_config(&run, &args.overrides, &["sample"])?;
     if cfg.data.kind == DataKind::Image {
-        return sample_images(&args, &cfg, &run);
+        return sample_images(&args, &cfg, &run, &device);
     }
     let codec = cfg.codec()?;
     let tokenizer = Tokenizer::new(cfg.data.tokenizer)?;
@@ -47,7 +48,6 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     let configured = (cfg.sample.steps > 0).then_some(cfg.sample.steps);
     let steps = args.steps.or(configured).unwrap_or(len);
 
-    let device = Device::default();
     let (model, tables) = load_ema(&cfg, &run, &device)?;
     let settings = SampleSettings {
         steps,
@@ -118,7 +118,12 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
 }
 
 /// An image run: `--num` samples as a PNG grid beside the JSON lines.
-fn sample_images(args: &SampleArgs, cfg: &RunConfig, run: &RunDir) -> anyhow::Result<()> {
+fn sample_images(
+    args: &SampleArgs,
+    cfg: &RunConfig,
+    run: &RunDir,
+    device: &Device,
+) -> anyhow::Result<()> {
     if args.prompt.is_some() || args.infill.is_some() || args.len.is_some() {
         bail!(
             "--prompt, --infill and --len are for text runs; {} is an image run (use \
@@ -129,8 +134,7 @@ fn sample_images(args: &SampleArgs, cfg: &RunConfig, run: &RunDir) -> anyhow::Re
     if args.num == 0 || args.batch_size == 0 || args.steps == Some(0) {
         bail!("--num, --batch-size and --steps must be ≥ 1");
     }
-    let device = Device::default();
-    let (model, tables) = load_ema(cfg, run, &device)?;
+    let (model, tables) = load_ema(cfg, run, device)?;
     let steps = args.steps.unwrap_or(cfg.sample_steps());
     let mut settings = super::run::sample_settings(cfg, steps, args.seed, args.batch_size);
     settings.temperature = args.temperature;
@@ -154,6 +158,7 @@ fn sample_images(args: &SampleArgs, cfg: &RunConfig, run: &RunDir) -> anyhow::Re
         args.num,
         &png,
         &jsonl,
+        device,
         &mut |k, _| pb.set_position(k as u64),
     )?;
     pb.finish_and_clear();

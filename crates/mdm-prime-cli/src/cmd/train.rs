@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use burn::tensor::Device;
 use mdm_prime::checkpoint::RunDir;
 use mdm_prime::train::{self, TrainEvent, Trainer};
 use mdm_prime_core::config::RunConfig;
@@ -34,6 +33,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(data) = &args.data {
         overrides.push(format!("data.source={}", toml_string(data)));
     }
+    if let Some(device) = &args.device {
+        overrides.push(format!("train.device={}", toml_string(device)));
+    }
     overrides.extend(args.overrides.iter().cloned());
 
     // The config: an explicit preset, else the run's own config on --resume, else the CPU preset.
@@ -59,6 +61,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("runs/{}", cfg.name).into()),
     );
 
+    // The device before the data: a GPU this binary or machine lacks is reported at once.
+    let devices = mdm_prime::device::open(&cfg.device()?)?;
     let data = load_data(&cfg, &cfg.data.source)?;
     let mut cfg = cfg;
     if let Some(shape) = data.image {
@@ -92,8 +96,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let unigram = data.unigram_baseline();
 
-    let device = Device::default();
-    let mut trainer = Trainer::open(&cfg, run.clone(), args.resume, &device)
+    let mut trainer = Trainer::open_parallel(&cfg, run.clone(), args.resume, &devices)
         .with_context(|| format!("opening run directory {}", run.root.display()))?;
     let fixed = trainer.recovery;
     if fixed.completed_renames > 0 {
@@ -107,6 +110,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         eprintln!(
             "removed {} temporary files left by a crashed writer",
             fixed.removed_temps
+        );
+    }
+    if devices.len() > 1 {
+        eprintln!(
+            "data-parallel over {} devices ({}): {} sequences each per micro-batch",
+            devices.len(),
+            cfg.train.device,
+            cfg.train.batch_size / cfg.train.grad_accum / devices.len()
         );
     }
     let codec = cfg.codec()?;
@@ -259,6 +270,7 @@ fn image_grids(trainer: &Trainer, cfg: &RunConfig, data: &Dataset) -> anyhow::Re
         16,
         &png,
         &jsonl,
+        trainer.device(),
         &mut |k, _| pb.set_position(k as u64),
     )?;
     let nfe = samples.iter().map(|s| s.nfe).sum::<usize>() as f64 / samples.len() as f64;
@@ -282,6 +294,7 @@ fn image_grids(trainer: &Trainer, cfg: &RunConfig, data: &Dataset) -> anyhow::Re
         &observed,
         2,
         &png,
+        trainer.device(),
         &mut |k, _| pb.set_position((16 * steps + k) as u64),
     )?;
     pb.finish_and_clear();
@@ -314,7 +327,7 @@ fn print_samples(trainer: &Trainer, cfg: &RunConfig) -> anyhow::Result<()> {
         &free,
         2,
         tok.eos(),
-        &Device::default(),
+        trainer.device(),
         &mut |_, _| {},
     )?;
     for (k, s) in samples.iter().enumerate() {

@@ -194,6 +194,9 @@ pub struct TrainConfig {
     /// previous checkpoint is intact) or `retry` (keep training and write again after the next
     /// step).
     pub on_write_error: OnWriteError,
+    /// Where to train: `cpu`, `cuda[:N]`, `wgpu[:N]`, or several devices of one kind for
+    /// data-parallel training (`cuda:0,cuda:1`); `--device` overrides it.
+    pub device: String,
 }
 
 /// `[train] on_write_error`.
@@ -292,6 +295,7 @@ impl Default for TrainConfig {
             time_limit_s: 0,
             max_bad_steps: 5,
             on_write_error: OnWriteError::Stop,
+            device: "cpu".into(),
         }
     }
 }
@@ -341,6 +345,12 @@ impl RunConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::from_toml_str(&text, &path.display().to_string(), overrides)
+    }
+
+    /// `[train] device`, read (see [`crate::device`]).
+    pub fn device(&self) -> Result<crate::device::DeviceSpec> {
+        crate::device::DeviceSpec::parse(&self.train.device)
+            .map_err(|reason| Error::config("train.device", reason))
     }
 
     /// The resolved config as TOML, every default explicit.
@@ -442,6 +452,22 @@ impl RunConfig {
             return err(
                 "train.max_bad_steps",
                 "must be ≥ 1 (1 = stop at the first non-finite loss or gradient)".into(),
+            );
+        }
+        let devices = self.device()?;
+        if !t
+            .batch_size
+            .is_multiple_of(devices.indices.len() * t.grad_accum)
+        {
+            return err(
+                "train.batch_size",
+                format!(
+                    "{} is not divisible by {} devices × grad_accum {}: each device takes an \
+                     equal share of every micro-batch",
+                    t.batch_size,
+                    devices.indices.len(),
+                    t.grad_accum
+                ),
             );
         }
         if t.log_every == 0 || t.checkpoint_every == 0 {

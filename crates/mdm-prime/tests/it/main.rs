@@ -7,6 +7,7 @@ mod fused_unet;
 mod image;
 mod model;
 mod ops;
+mod parallel;
 mod resume;
 mod rundir;
 mod sampler;
