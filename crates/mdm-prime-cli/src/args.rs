@@ -26,6 +26,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Show how token ids (or the tokens of a text) are written as ℓ base-b sub-tokens.
     Subtokens(SubtokensArgs),
+    /// Check that a device computes what the CPU computes: training losses, sampled ids,
+    /// data-parallel replicas, on a small fixed configuration; one JSON object.
+    CheckDevice(CheckDeviceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -252,4 +255,17 @@ pub struct BenchArgs {
     /// Where to run: cpu (default), cuda[:N] or wgpu[:N] (GPU builds: README, "GPUs").
     #[arg(long, default_value = "cpu")]
     pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckDeviceArgs {
+    /// The device to check against the CPU: cuda[:N], wgpu[:N] (cpu checks the check itself).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Training steps compared.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Largest relative difference of a training loss that passes.
+    #[arg(long, default_value_t = 1e-3)]
+    pub tolerance: f64,
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns parsed arguments into library calls.
 
 mod bench;
+mod check;
 mod eval;
 mod image;
 mod impute;
@@ -22,5 +23,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Isr(args) => isr::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Subtokens(args) => subtokens::run(args),
+        Command::CheckDevice(args) => check::run(args),
     }
 }

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The GPU check, prepared to run in one go on a machine with an NVIDIA GPU and no network
+# (docs/performance.md, "GPUs"). Build the binary elsewhere, copy it over, run this script there:
+#
+#   here:   scripts/setup-cuda-build.sh && cargo build --release --features cuda
+#           xz -T0 -6 -k target/release/mdm-prime            # ≈ 150 MB → ≈ 35 MB
+#   there:  scripts/gpu-check.sh --bin ./mdm-prime.xz --device cuda:0 --out gpu-check/
+#
+# It prints one JSON object per line and writes them to <out>/results.jsonl:
+#   1. `mdm-prime check-device`: the first training steps' losses against the CPU (same host-drawn
+#      examples, times and masks; f32, 1e-3 relative), two data-parallel replicas on the device
+#      against one, and the ids sampled with one seed from the same weights;
+#   2. `mdm-prime bench` on the device: training step and sampling times, GFLOP/s, MFU against
+#      the device's measured f32 GEMM peak;
+#   3. when PyTorch is importable: bench/torch_ref.py on the same workloads, for the ratio.
+# Without a GPU, `--device cpu` dry-runs every step (what CI's reviewers and a laptop can run).
+#
+# Options: --bin FILE (mdm-prime or mdm-prime.xz; default target/release/mdm-prime)
+#          --device D (default cuda:0)   --out DIR (default gpu-check-<date>)
+#          --configs "A B" (bench configs; default "cpu-bytes cpu-gpt2")   --repeats N (default 5)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="$ROOT/target/release/mdm-prime"
+DEVICE="cuda:0"
+OUT="gpu-check-$(date +%Y%m%d-%H%M%S)"
+CONFIGS="cpu-bytes cpu-gpt2"
+REPEATS=5
+while (($#)); do
+  case "$1" in
+    --bin) BIN="$2"; shift 2 ;;
+    --device) DEVICE="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    --configs) CONFIGS="$2"; shift 2 ;;
+    --repeats) REPEATS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+
+if [[ "$BIN" == *.xz ]]; then
+  xz -dc "$BIN" > "$OUT/mdm-prime"
+  chmod +x "$OUT/mdm-prime"
+  BIN="$OUT/mdm-prime"
+fi
+[ -x "$BIN" ] || { echo "no binary at $BIN (build it with: cargo build --release --features cuda)" >&2; exit 1; }
+
+# CUDA libraries: the driver's libcuda, and NVRTC / cuBLAS / NCCL from a CUDA toolkit or the
+# pip wheels beside PyTorch. cudarc opens libnccl.so, pip ships libnccl.so.2: link it.
+if [[ "$DEVICE" == cuda* ]]; then
+  export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}"
+  libdirs=()
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do [ -d "$d" ] && libdirs+=("$d"); done
+  if command -v python3 >/dev/null && python3 -c 'import nvidia' 2>/dev/null; then
+    while IFS= read -r d; do libdirs+=("$d"); done < <(python3 - <<'PY'
+import glob, os, nvidia
+for base in nvidia.__path__:
+    for d in sorted(glob.glob(os.path.join(base, "*", "lib"))):
+        print(d)
+PY
+)
+  fi
+  mkdir -p "$OUT/lib"
+  for d in "${libdirs[@]}"; do
+    [ -e "$d/libnccl.so.2" ] && [ ! -e "$d/libnccl.so" ] && ln -sf "$d/libnccl.so.2" "$OUT/lib/libnccl.so"
+  done
+  LD_LIBRARY_PATH="$OUT/lib:$(IFS=:; echo "${libdirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LD_LIBRARY_PATH
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" || true
+fi
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "binary: $("$BIN" --version)"
+  echo "device: $DEVICE"
+  echo "host: $(uname -srm), $(nproc) cores"
+  echo "command: $0 --device $DEVICE --configs \"$CONFIGS\" --repeats $REPEATS"
+} > "$OUT/machine.txt"
+
+status=0
+echo "== 1. check-device ($DEVICE against the CPU)" >&2
+if "$BIN" check-device --device "$DEVICE" | tee -a "$RESULTS"; then :; else status=1; fi
+
+echo "== 2. bench on $DEVICE" >&2
+for c in $CONFIGS; do
+  "$BIN" bench --device "$DEVICE" --config "$c" --repeats "$REPEATS" --json | tee -a "$RESULTS" || status=1
+done
+
+echo "== 3. PyTorch reference" >&2
+if command -v python3 >/dev/null && python3 -c 'import torch' 2>/dev/null; then
+  torch_device=cpu
+  [[ "$DEVICE" == cuda* ]] && torch_device="cuda"
+  if python3 "$ROOT/bench/torch_ref.py" --help | grep -q -- "--device"; then
+    for c in $CONFIGS; do
+      for w in train-step sample; do
+        python3 "$ROOT/bench/torch_ref.py" --config "$c" --workload "$w" --repeats "$REPEATS" \
+          --device "$torch_device" --json | tee -a "$RESULTS" || status=1
+      done
+    done
+  else
+    echo "bench/torch_ref.py has no --device yet: PyTorch on the GPU not run" | tee "$OUT/torch-skipped.txt" >&2
+  fi
+else
+  echo "no PyTorch here: reference not run" | tee "$OUT/torch-skipped.txt" >&2
+fi
+echo "results: $RESULTS" >&2
+exit "$status"
