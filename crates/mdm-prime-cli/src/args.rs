@@ -265,7 +265,11 @@ pub struct CheckDeviceArgs {
     /// Training steps compared.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
-    /// Largest relative difference of a training loss that passes.
+    /// Largest relative difference of an f32 training loss that passes.
     #[arg(long, default_value_t = 1e-3)]
     pub tolerance: f64,
+    /// Largest relative difference of a bf16 training loss (`[train] precision = "bf16"` on the
+    /// device) from the CPU's f32 loss that passes.
+    #[arg(long, default_value_t = 1e-2)]
+    pub bf16_tolerance: f64,
 }

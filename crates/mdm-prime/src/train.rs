@@ -106,9 +106,13 @@ impl Trainer {
     pub fn open(cfg: &RunConfig, run: RunDir, resume: bool, device: &Device) -> Result<Self> {
         let codec = cfg.codec()?;
         let tables = PrimeTables::new(&codec, device);
-        let ad = device.clone().autodiff();
+        let ad = match cfg.train.gradient_checkpointing {
+            true => device.clone().autodiff().gradient_checkpointing(),
+            false => device.clone().autodiff(),
+        };
         device.seed(cfg.seed);
-        let fresh = Network::init(cfg, &codec, &ad)?;
+        let bf16 = cfg.train.precision == mdm_prime_core::config::Precision::Bf16;
+        let fresh = Network::init(cfg, &codec, &ad)?.with_bf16_matmuls(bf16);
         materialize(&fresh);
         let mut optim = AdamW::new(&cfg.train);
         // The writer lock before anything is read: a crash may have left a checkpoint half
@@ -140,7 +144,8 @@ impl Trainer {
             }
             let state = run.read_state()?;
             let model = checkpoint::load_module(fresh, &run.model())?;
-            let ema = checkpoint::load_module(model.valid(), &run.ema())?;
+            // The EMA (validation, eval, sampling) computes in f32 whatever the training precision.
+            let ema = checkpoint::load_module(model.valid().with_bf16_matmuls(false), &run.ema())?;
             checkpoint::load_optimizer(&mut optim, &run.optim(), device)?;
             if optim.step + state.skipped_steps != state.step {
                 return Err(Error::checkpoint(
@@ -187,7 +192,7 @@ impl Trainer {
         checkpoint::write_atomic(&run.config(), cfg.to_toml()?.as_bytes())?;
         checkpoint::write_atomic(&run.version(), format!("{}\n", code_version()).as_bytes())?;
         let _ = std::fs::remove_file(run.metrics());
-        let ema = fresh.valid();
+        let ema = fresh.valid().with_bf16_matmuls(false);
         let state = TrainState {
             step: 0,
             tokens_seen: 0,

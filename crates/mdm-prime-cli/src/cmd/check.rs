@@ -5,6 +5,7 @@
 //! masks, sampling noise), so the CPU and the device see the same inputs:
 //! - the first training steps' losses on the device against the CPU (relative difference);
 //! - data-parallel: two replicas on the device (each half of every batch) against one;
+//! - bf16: the same steps with `[train] precision = "bf16"` on the device against the CPU's f32;
 //! - sampling: the CPU run's EMA weights copied to the device, 4 sequences with one seed, and
 //!   the fraction of sampled ids that agree.
 //!
@@ -95,8 +96,18 @@ pub fn run(args: CheckDeviceArgs) -> anyhow::Result<()> {
         args.steps,
         "parallel",
     )?;
+    let mut bf16_cfg = cfg.clone();
+    bf16_cfg.train.precision = mdm_prime_core::config::Precision::Bf16;
+    let (bf16_losses, _) = train(
+        &bf16_cfg,
+        &data,
+        std::slice::from_ref(&device),
+        args.steps,
+        "bf16",
+    )?;
     let train_diff = max_rel_diff(&cpu_losses, &dev_losses);
     let dp_diff = max_rel_diff(&dev_losses, &dp_losses);
+    let bf16_diff = max_rel_diff(&cpu_losses, &bf16_losses);
 
     eprintln!("sampling 4 sequences on the CPU and on {spec}");
     let codec = cfg.codec()?;
@@ -135,7 +146,8 @@ pub fn run(args: CheckDeviceArgs) -> anyhow::Result<()> {
         train_diff <= args.tolerance
     };
     let pass_dp = dp_diff <= args.tolerance;
-    let pass = pass_train && pass_dp;
+    let pass_bf16 = bf16_diff <= args.bf16_tolerance;
+    let pass = pass_train && pass_dp && pass_bf16;
     let report = json!({
         "device": spec.to_string(),
         "config": CONFIG,
@@ -153,6 +165,12 @@ pub fn run(args: CheckDeviceArgs) -> anyhow::Result<()> {
             "max_rel_diff_vs_one": dp_diff,
             "tolerance": args.tolerance,
             "pass": pass_dp,
+        },
+        "bf16": {
+            "loss": bf16_losses,
+            "max_rel_diff_vs_cpu_f32": bf16_diff,
+            "tolerance": args.bf16_tolerance,
+            "pass": pass_bf16,
         },
         "sampling": {
             "sequences": 4,

@@ -197,6 +197,22 @@ pub struct TrainConfig {
     /// Where to train: `cpu`, `cuda[:N]`, `wgpu[:N]`, or several devices of one kind for
     /// data-parallel training (`cuda:0,cuda:1`); `--device` overrides it.
     pub device: String,
+    /// `f32`, or `bf16`: the DiT's large matmuls in bfloat16 with f32 master weights, optimiser
+    /// state, losses and reductions (for GPUs with bf16 tensor cores).
+    pub precision: Precision,
+    /// Recompute activations in the backward pass instead of keeping them all (burn's
+    /// balanced gradient checkpointing): less memory per micro-batch for more compute; with
+    /// `grad_accum`, what makes long sequences and large batches fit on a GPU.
+    pub gradient_checkpointing: bool,
+}
+
+/// `[train] precision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
 }
 
 /// `[train] on_write_error`.
@@ -296,6 +312,8 @@ impl Default for TrainConfig {
             max_bad_steps: 5,
             on_write_error: OnWriteError::Stop,
             device: "cpu".into(),
+            precision: Precision::F32,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -452,6 +470,14 @@ impl RunConfig {
             return err(
                 "train.max_bad_steps",
                 "must be ≥ 1 (1 = stop at the first non-finite loss or gradient)".into(),
+            );
+        }
+        if t.precision == Precision::Bf16 && self.model.unet().is_some() {
+            return err(
+                "train.precision",
+                "bf16 matmuls are implemented for the DiT; the U-Net trains in f32 (set \
+                 precision = \"f32\")"
+                    .into(),
             );
         }
         let devices = self.device()?;

@@ -19,12 +19,38 @@ use crate::ops::{LN_EPS, Rope, dropout, layer_norm_modulate, rotary_attention};
 /// was measured 20 % slower on a cpu-bytes training step. Without autodiff (sampling,
 /// evaluation) the batched forward, run batch-parallel, measured faster than the single matmul
 /// (cpu-bytes sample 14.8–16.3 s against 15.7–17.6 s), so it is kept (docs/performance.md).
-pub fn rows(lin: &Linear, x: Tensor<3>) -> Tensor<3> {
+///
+/// With `bf16`, the product runs in bfloat16 ([`linear_bf16`]).
+pub fn rows(lin: &Linear, x: Tensor<3>, bf16: bool) -> Tensor<3> {
+    if bf16 {
+        return linear_bf16(lin, x);
+    }
     if !x.is_autodiff() {
         return lin.forward(x);
     }
     let [b, l, d] = x.dims();
     let y = lin.forward(x.reshape([b * l, d]));
+    let n = y.dims()[1];
+    y.reshape([b, l, n])
+}
+
+/// `lin` on `x: [B, L, D]` with the matmul in bfloat16: input and weight rounded to bf16, the
+/// product (accumulated as the backend does: f32 on tensor cores, f32 on flex) returned as f32,
+/// the bias added in f32. The weights themselves stay f32 (the master copy the optimiser
+/// updates); the casts carry gradients back to them. `[train] precision = "bf16"`.
+pub fn linear_bf16(lin: &Linear, x: Tensor<3>) -> Tensor<3> {
+    use burn::tensor::FloatDType;
+    let [b, l, d] = x.dims();
+    let w = lin.weight.val().cast(FloatDType::BF16);
+    let y = x
+        .reshape([b * l, d])
+        .cast(FloatDType::BF16)
+        .matmul(w)
+        .cast(FloatDType::F32);
+    let y = match &lin.bias {
+        Some(bias) => y + bias.val().unsqueeze_dim(0),
+        None => y,
+    };
     let n = y.dims()[1];
     y.reshape([b, l, n])
 }
@@ -79,6 +105,8 @@ pub struct DitBlock {
     ada_ln: Linear,
     dropout: Dropout,
     n_heads: usize,
+    /// Matmuls in bfloat16 (`[train] precision = "bf16"`); set by [`crate::model::Dit::with_bf16_matmuls`].
+    pub(crate) bf16: bool,
 }
 
 impl DitBlock {
@@ -101,6 +129,7 @@ impl DitBlock {
             ada_ln: zero_linear(cond_dim, 6 * d, device),
             dropout: DropoutConfig::new(dropout).init(),
             n_heads,
+            bf16: false,
         }
     }
 
@@ -121,15 +150,19 @@ impl DitBlock {
         // Attention branch: projection, then rotary attention as one fused op.
         let span = crate::profile::span("attention");
         let xn = layer_norm_modulate(x.clone(), self.norm1.gamma.val(), shift_msa, scale_msa);
-        let attn = rotary_attention(rows(&self.qkv, xn), self.n_heads, rope);
-        let attn = rows(&self.attn_out, attn);
+        let attn = rotary_attention(rows(&self.qkv, xn, self.bf16), self.n_heads, rope);
+        let attn = rows(&self.attn_out, attn, self.bf16);
         let x = x + gate_msa * dropout(attn, &self.dropout);
         drop(span);
         let _span = crate::profile::span("mlp");
 
         // MLP branch.
         let xn = layer_norm_modulate(x.clone(), self.norm2.gamma.val(), shift_mlp, scale_mlp);
-        let y = rows(&self.mlp_out, gelu_tanh(rows(&self.mlp_in, xn)));
+        let y = rows(
+            &self.mlp_out,
+            gelu_tanh(rows(&self.mlp_in, xn, self.bf16)),
+            self.bf16,
+        );
         x + gate_mlp * dropout(y, &self.dropout)
     }
 }

@@ -73,6 +73,8 @@ pub struct Dit {
     d_model: usize,
     n_heads: usize,
     time_conditioning: bool,
+    /// The body's and the head's matmuls in bfloat16 (see [`block::linear_bf16`]).
+    bf16: bool,
 }
 
 impl Dit {
@@ -121,7 +123,18 @@ impl Dit {
             d_model: cfg.d_model,
             n_heads: cfg.n_heads,
             time_conditioning: cfg.time_conditioning,
+            bf16: false,
         }
+    }
+
+    /// The same network with its large matmuls (attention and MLP projections, the head) in
+    /// bfloat16 or back in f32; the weights stay f32. Small ones (time embedding, adaLN) stay f32.
+    pub fn with_bf16_matmuls(mut self, on: bool) -> Self {
+        self.bf16 = on;
+        for block in &mut self.blocks {
+            block.bf16 = on;
+        }
+        self
     }
 
     /// Everything before the V-way head: the final normalised, modulated features.
@@ -161,7 +174,7 @@ impl Dit {
     /// The V-way head on features `[N, M, D]` → logits `[N, M, V]` (any selection of positions).
     pub fn head_logits(&self, h: Tensor<3>) -> Tensor<3> {
         let _span = crate::profile::span("head");
-        block::rows(&self.head, h)
+        block::rows(&self.head, h, self.bf16)
     }
 
     /// [`Denoiser::sigma`], callable without the trait in scope.

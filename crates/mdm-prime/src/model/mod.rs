@@ -104,6 +104,15 @@ pub enum Network {
 }
 
 impl Network {
+    /// The DiT with bfloat16 matmuls ([`Dit::with_bf16_matmuls`]); the U-Net always computes in
+    /// f32 (the config refuses bf16 for it).
+    pub fn with_bf16_matmuls(self, on: bool) -> Self {
+        match self {
+            Network::Dit(d) => Network::Dit(d.with_bf16_matmuls(on)),
+            other => other,
+        }
+    }
+
     /// `dit` or `unet`.
     pub fn kind(&self) -> &'static str {
         match self {
