@@ -10,8 +10,8 @@
 //! `dQ += dS·K`. No `L × L` buffer exists at any point: the largest scratch is one
 //! `BLOCK × BLOCK` tile per task.
 //!
-//! The products are one register-tiled kernel ([`gemm`]: `C (+)= A·B`, row-major, [`MR`] × [`NR`]
-//! accumulators) that LLVM vectorises under `pulp`'s runtime dispatch (AVX2/FMA here). The
+//! The products are one register-tiled kernel ([`gemm`]: `C (+)= A·B`, row-major, [`MR`] rows ×
+//! two SIMD vectors of accumulators) in `pulp`'s explicit SIMD (AVX2/FMA here). The
 //! forward pass is parallel over (sequence·head, query block); the backward over
 //! (sequence·head, key chunk), each task summing its share of `dQ` into its own buffer when a
 //! head is split (only when there are fewer heads than twice the threads).
@@ -24,9 +24,7 @@ use super::{LANES, exp_f32, simd};
 /// Query and key rows per tile.
 pub(super) const BLOCK: usize = 64;
 /// Rows of the register tile of [`gemm`].
-const MR: usize = 4;
-/// Columns of the register tile of [`gemm`] (two AVX2 vectors).
-const NR: usize = 16;
+const MR: usize = 6;
 
 /// Sizes of one attention call on `[n, l, hd]` heads.
 #[derive(Debug, Clone, Copy)]
@@ -63,21 +61,30 @@ fn transpose(x: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
     }
 }
 
-/// Per head `[l, hd]` → `[hd, l]`.
-fn transpose_heads(x: &[f32], h: Heads) -> Vec<f32> {
+/// Per head `[l, hd]` → per block of [`BLOCK`] rows `[hd, bc]`: block `j0` (of `bc` rows)
+/// transposed, at `j0·hd` with row stride `bc`. Blocks rather than the whole `[hd, l]`, so that
+/// a tile's rows are `bc` floats apart, not `l` (a stride of 4 KiB and more maps every row to
+/// the same L1 cache set).
+fn transpose_blocks(x: &[f32], h: Heads) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
     out.par_chunks_mut(h.l * h.hd)
         .zip(x.par_chunks(h.l * h.hd))
-        .for_each(|(dst, src)| transpose(src, h.l, h.hd, dst));
+        .for_each(|(dst, src)| {
+            for (dst, src) in dst.chunks_mut(BLOCK * h.hd).zip(src.chunks(BLOCK * h.hd)) {
+                transpose(src, src.len() / h.hd, h.hd, dst);
+            }
+        });
     out
 }
 
 /// `C[m×n] = A[m×k]·B[k×n]` (`accumulate`: `C += A·B`), row-major with row strides `lda`,
-/// `ldb`, `ldc`. `pack` is scratch of at least `k·MR` floats. Inlined into the callers'
-/// `with_simd` so that it is compiled with their instruction set.
+/// `ldb`, `ldc`. Register tiles of [`MR`] rows × two SIMD vectors (16 columns under AVX2),
+/// fused multiply-adds; the columns past the last full tile take a scalar loop. `pack` is
+/// scratch of at least `k·MR` floats. Inlined into the callers' `with_simd`.
 #[allow(clippy::too_many_arguments)] // a BLAS-shaped signature: (m, n, k), three operands with strides
 #[inline(always)]
-fn gemm(
+fn gemm<S: Simd>(
+    simd: S,
     (m, n, k): (usize, usize, usize),
     a: &[f32],
     lda: usize,
@@ -88,7 +95,8 @@ fn gemm(
     accumulate: bool,
     pack: &mut [f32],
 ) {
-    let full_n = n / NR * NR;
+    let nr = 2 * S::F32_LANES;
+    let full_n = n / nr * nr;
     for i0 in (0..m).step_by(MR) {
         let mr = MR.min(m - i0);
         // A's rows i0..i0+mr packed column by column: pack[p·MR + r] = A[i0 + r][p].
@@ -105,45 +113,36 @@ fn gemm(
                 }
             }
         }
-        for j0 in (0..full_n).step_by(NR) {
-            let mut acc = [[0.0f32; NR]; MR];
+        for j0 in (0..full_n).step_by(nr) {
+            let zero = simd.splat_f32s(0.0);
+            let mut acc = [[zero; 2]; MR];
             for (p, ap) in pack.chunks_exact(MR).enumerate() {
-                let brow = &b[p * ldb + j0..][..NR];
+                let (bv, _) = S::as_simd_f32s(&b[p * ldb + j0..][..nr]);
+                let (b0, b1) = (bv[0], bv[1]);
                 for r in 0..MR {
-                    let av = ap[r];
-                    for (x, &bv) in acc[r].iter_mut().zip(brow) {
-                        *x += av * bv;
-                    }
+                    let av = simd.splat_f32s(ap[r]);
+                    acc[r][0] = simd.mul_add_e_f32s(av, b0, acc[r][0]);
+                    acc[r][1] = simd.mul_add_e_f32s(av, b1, acc[r][1]);
                 }
             }
             for (r, acc) in acc.iter().enumerate().take(mr) {
-                let dst = &mut c[(i0 + r) * ldc + j0..][..NR];
-                if accumulate {
-                    dst.iter_mut().zip(acc).for_each(|(d, &x)| *d += x);
-                } else {
-                    dst.copy_from_slice(acc);
+                let (dst, _) = S::as_mut_simd_f32s(&mut c[(i0 + r) * ldc + j0..][..nr]);
+                for (d, &x) in dst.iter_mut().zip(acc) {
+                    *d = if accumulate { simd.add_f32s(*d, x) } else { x };
                 }
             }
         }
-        if full_n < n {
-            let nr = n - full_n;
-            let mut acc = [[0.0f32; NR]; MR];
+        for j in full_n..n {
+            let mut acc = [0.0f32; MR];
             for (p, ap) in pack.chunks_exact(MR).enumerate() {
-                let brow = &b[p * ldb + full_n..][..nr];
+                let bv = b[p * ldb + j];
                 for r in 0..MR {
-                    let av = ap[r];
-                    for (x, &bv) in acc[r].iter_mut().zip(brow) {
-                        *x += av * bv;
-                    }
+                    acc[r] += ap[r] * bv;
                 }
             }
-            for (r, acc) in acc.iter().enumerate().take(mr) {
-                let dst = &mut c[(i0 + r) * ldc + full_n..][..nr];
-                if accumulate {
-                    dst.iter_mut().zip(acc).for_each(|(d, &x)| *d += x);
-                } else {
-                    dst.copy_from_slice(&acc[..nr]);
-                }
+            for (r, &x) in acc.iter().enumerate().take(mr) {
+                let d = &mut c[(i0 + r) * ldc + j];
+                *d = if accumulate { *d + x } else { x };
             }
         }
     }
@@ -207,7 +206,7 @@ struct ForwardTile<'a> {
 impl WithSimd for ForwardTile<'_> {
     type Output = ();
     #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
+    fn with_simd<S: Simd>(self, simd: S) {
         let Heads { l, hd, .. } = self.h;
         let (i0, br, scale) = (self.i0, self.lse.len(), self.h.scale());
         let mut s = vec![0.0f32; BLOCK * BLOCK];
@@ -219,8 +218,9 @@ impl WithSimd for ForwardTile<'_> {
         for j0 in (0..self.h.keys_for(i0, br)).step_by(BLOCK) {
             let bc = BLOCK.min(l - j0);
             let s = &mut s[..br * bc];
-            // S = Q·Kᵀ for keys j0..j0+bc (kt is [hd, l]).
-            gemm((br, bc, hd), q, hd, &self.kt[j0..], l, s, bc, false, &mut pack);
+            // S = Q·Kᵀ for keys j0..j0+bc (kt holds this block as [hd, bc]).
+            let kt = &self.kt[j0 * hd..];
+            gemm(simd, (br, bc, hd), q, hd, kt, bc, s, bc, false, &mut pack);
             if self.h.causal && j0 + bc > i0 + 1 {
                 mask_future(s, (i0, br), (j0, bc));
             }
@@ -246,7 +246,7 @@ impl WithSimd for ForwardTile<'_> {
             }
             // O += P·V for keys j0..j0+bc.
             let v = &self.v[j0 * hd..(j0 + bc) * hd];
-            gemm((br, hd, bc), s, bc, v, hd, self.o, hd, true, &mut pack);
+            gemm(simd, (br, hd, bc), s, bc, v, hd, self.o, hd, true, &mut pack);
         }
         for r in 0..br {
             let inv = 1.0 / sum[r];
@@ -262,7 +262,7 @@ impl WithSimd for ForwardTile<'_> {
 /// `[n, l, hd]` and the log-sum-exp of each query row's scaled scores, `[n, l]`.
 pub(super) fn forward(q: &[f32], k: &[f32], v: &[f32], h: Heads) -> (Vec<f32>, Vec<f32>) {
     let Heads { n, l, hd, .. } = h;
-    let kt = transpose_heads(k, h);
+    let kt = transpose_blocks(k, h);
     let mut o = vec![0.0f32; n * l * hd];
     let mut lse = vec![0.0f32; n * l];
     o.par_chunks_mut(l * hd)
@@ -295,7 +295,7 @@ struct HeadGrad<'a> {
     k: &'a [f32],
     v: &'a [f32],
     d_o: &'a [f32],
-    /// Qᵀ and dOᵀ, `[hd, l]`.
+    /// Qᵀ and dOᵀ by blocks ([`transpose_blocks`]).
     qt: &'a [f32],
     dot: &'a [f32],
     /// Log-sum-exp and `D = rowsum(dO∘O)` per query, `[l]`.
@@ -317,7 +317,7 @@ struct BackwardChunk<'a> {
 impl WithSimd for BackwardChunk<'_> {
     type Output = ();
     #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
+    fn with_simd<S: Simd>(self, simd: S) {
         let Heads { l, hd, .. } = self.h;
         let (g, scale) = (&self.g, self.h.scale());
         let tile = BLOCK * BLOCK;
@@ -336,7 +336,8 @@ impl WithSimd for BackwardChunk<'_> {
                 let br = BLOCK.min(l - i0);
                 let (pt, dpt, ds) = (&mut pt[..bc * br], &mut dpt[..bc * br], &mut ds[..br * bc]);
                 // Sᵀ = K·Qᵀ, then Pᵀ = exp(scale·Sᵀ − lse) column by column.
-                gemm((bc, br, hd), k, hd, &g.qt[i0..], l, pt, br, false, &mut pack);
+                let qt = &g.qt[i0 * hd..];
+                gemm(simd, (bc, br, hd), k, hd, qt, br, pt, br, false, &mut pack);
                 let lse = &g.lse[i0..i0 + br];
                 for (c, row) in pt.chunks_exact_mut(br).enumerate() {
                     for (x, &s) in row.iter_mut().zip(lse) {
@@ -350,9 +351,10 @@ impl WithSimd for BackwardChunk<'_> {
                 }
                 // dV += Pᵀ·dO.
                 let d_o = &g.d_o[i0 * hd..(i0 + br) * hd];
-                gemm((bc, hd, br), pt, br, d_o, hd, dv, hd, true, &mut pack);
+                gemm(simd, (bc, hd, br), pt, br, d_o, hd, dv, hd, true, &mut pack);
                 // dPᵀ = V·dOᵀ, then dSᵀ = scale·Pᵀ∘(dPᵀ − D).
-                gemm((bc, br, hd), v, hd, &g.dot[i0..], l, dpt, br, false, &mut pack);
+                let dot = &g.dot[i0 * hd..];
+                gemm(simd, (bc, br, hd), v, hd, dot, br, dpt, br, false, &mut pack);
                 let delta = &g.delta[i0..i0 + br];
                 for (dp, p) in dpt.chunks_exact_mut(br).zip(pt.chunks_exact(br)) {
                     for ((x, &p), &d) in dp.iter_mut().zip(p).zip(delta) {
@@ -361,10 +363,10 @@ impl WithSimd for BackwardChunk<'_> {
                 }
                 // dK += dSᵀ·Q; dQ += dS·K.
                 let q = &g.q[i0 * hd..(i0 + br) * hd];
-                gemm((bc, hd, br), dpt, br, q, hd, dk, hd, true, &mut pack);
+                gemm(simd, (bc, hd, br), dpt, br, q, hd, dk, hd, true, &mut pack);
                 transpose(dpt, bc, br, ds);
                 let dq = &mut self.dq[i0 * hd..(i0 + br) * hd];
-                gemm((br, hd, bc), ds, bc, k, hd, dq, hd, true, &mut pack);
+                gemm(simd, (br, hd, bc), ds, bc, k, hd, dq, hd, true, &mut pack);
             }
         }
     }
@@ -381,8 +383,8 @@ pub(super) fn backward(
 ) -> [Vec<f32>; 3] {
     let Heads { n, l, hd, .. } = h;
     let head = l * hd;
-    let qt = transpose_heads(q, h);
-    let dot = transpose_heads(d_o, h);
+    let qt = transpose_blocks(q, h);
+    let dot = transpose_blocks(d_o, h);
     let delta: Vec<f32> = d_o
         .par_chunks(hd)
         .zip(o.par_chunks(hd))
