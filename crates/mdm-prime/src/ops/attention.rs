@@ -216,13 +216,8 @@ impl Backward<Flex, 1> for AttnBackward {
             let AttnDims { b, l, h, hd } = dims;
             let d = dims.d();
             let d_o = split_grad(f32s(&contiguous(grad)), dims);
-            let [dq, dk, dv] = flash::backward(
-                [&st.q, &st.k, &st.v],
-                &st.o,
-                &st.lse,
-                &d_o,
-                dims.heads(),
-            );
+            let [dq, dk, dv] =
+                flash::backward([&st.q, &st.k, &st.v], &st.o, &st.lse, &d_o, dims.heads());
             // Back to [B, L, 3D], undoing the rotation of q and k.
             let mut out = vec![0.0f32; b * l * 3 * d];
             out.par_chunks_mut(3 * d).enumerate().for_each(|(bl, row)| {
@@ -294,4 +289,26 @@ pub fn rotary_attention_composed(qkv: Tensor<3>, heads: usize, rope: &Rope) -> T
         .matmul(v)
         .swap_dims(1, 2)
         .reshape([b, l, h * hd])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the forward pass keeps for backward grows linearly in L: exactly q, k, v, o
+    /// (`B·L·D` each) and one log-sum-exp per (sequence, head, query), at every length; an
+    /// `L × L` matrix per head (the untiled version kept `B·H·L²` probabilities) would
+    /// outgrow it from L = 4·hd on.
+    #[test]
+    fn saved_state_is_linear_in_length() {
+        let device = burn::tensor::Device::default();
+        let (b, h, hd) = (2, 2, 8);
+        let d = h * hd;
+        for l in [1usize, 13, 64, 130, 512] {
+            let rope = Rope::new(l, hd, &device);
+            let qkv = flex_from(vec![0.5f32; b * l * 3 * d], &[b, l, 3 * d]);
+            let (_, state) = attention_forward(&qkv, AttnDims { b, l, h, hd }, &rope);
+            assert_eq!(state.saved_floats(), 4 * b * l * d + b * h * l, "L = {l}");
+        }
+    }
 }

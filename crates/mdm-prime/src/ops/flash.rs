@@ -246,7 +246,18 @@ impl WithSimd for ForwardTile<'_> {
             }
             // O += P·V for keys j0..j0+bc.
             let v = &self.v[j0 * hd..(j0 + bc) * hd];
-            gemm(simd, (br, hd, bc), s, bc, v, hd, self.o, hd, true, &mut pack);
+            gemm(
+                simd,
+                (br, hd, bc),
+                s,
+                bc,
+                v,
+                hd,
+                self.o,
+                hd,
+                true,
+                &mut pack,
+            );
         }
         for r in 0..br {
             let inv = 1.0 / sum[r];
@@ -354,7 +365,18 @@ impl WithSimd for BackwardChunk<'_> {
                 gemm(simd, (bc, hd, br), pt, br, d_o, hd, dv, hd, true, &mut pack);
                 // dPᵀ = V·dOᵀ, then dSᵀ = scale·Pᵀ∘(dPᵀ − D).
                 let dot = &g.dot[i0 * hd..];
-                gemm(simd, (bc, br, hd), v, hd, dot, br, dpt, br, false, &mut pack);
+                gemm(
+                    simd,
+                    (bc, br, hd),
+                    v,
+                    hd,
+                    dot,
+                    br,
+                    dpt,
+                    br,
+                    false,
+                    &mut pack,
+                );
                 let delta = &g.delta[i0..i0 + br];
                 for (dp, p) in dpt.chunks_exact_mut(br).zip(pt.chunks_exact(br)) {
                     for ((x, &p), &d) in dp.iter_mut().zip(p).zip(delta) {
@@ -425,7 +447,14 @@ pub(super) fn backward(
                 delta: &delta[hi * l..(hi + 1) * l],
             };
             let j_start = c * chunk_rows;
-            simd(BackwardChunk { h, g, j_start, dk, dv, dq })
+            simd(BackwardChunk {
+                h,
+                g,
+                j_start,
+                dk,
+                dv,
+                dq,
+            })
         });
     let dq = if chunks == 1 {
         dq_parts
@@ -447,17 +476,11 @@ pub(super) fn backward(
 mod tests {
     use super::*;
 
-    /// Deterministic values in about [−scale, scale].
+    /// Seeded uniform values in [−scale, scale).
     fn values(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..len).map(|_| rng.random_range(-scale..scale)).collect()
     }
 
     /// Attention by the textbook, in f64, with the whole `L × L` matrix: `[o, lse, dq, dk, dv]`.
@@ -477,18 +500,28 @@ mod tests {
             for i in 0..l {
                 let seen = if causal { i + 1 } else { l };
                 for j in 0..seen {
-                    p[i * l + j] = scale * (0..hd).map(|d| at(q, hi, i, d) * at(k, hi, j, d)).sum::<f64>();
+                    p[i * l + j] = scale
+                        * (0..hd)
+                            .map(|d| at(q, hi, i, d) * at(k, hi, j, d))
+                            .sum::<f64>();
                 }
-                let m = p[i * l..i * l + seen].iter().fold(f64::MIN, |a, &b| a.max(b));
+                let m = p[i * l..i * l + seen]
+                    .iter()
+                    .fold(f64::MIN, |a, &b| a.max(b));
                 let z: f64 = p[i * l..i * l + seen].iter().map(|s| (s - m).exp()).sum();
                 out[1][hi * l + i] = m + z.ln();
                 for j in 0..l {
-                    p[i * l + j] = if j < seen { (p[i * l + j] - m).exp() / z } else { 0.0 };
+                    p[i * l + j] = if j < seen {
+                        (p[i * l + j] - m).exp() / z
+                    } else {
+                        0.0
+                    };
                 }
             }
             for i in 0..l {
                 for d in 0..hd {
-                    out[0][(hi * l + i) * hd + d] = (0..l).map(|j| p[i * l + j] * at(v, hi, j, d)).sum();
+                    out[0][(hi * l + i) * hd + d] =
+                        (0..l).map(|j| p[i * l + j] * at(v, hi, j, d)).sum();
                 }
             }
             // dP = dO·Vᵀ, dS = scale·P∘(dP − rowsum(dP∘P)).
@@ -529,11 +562,21 @@ mod tests {
         // L = 1 and L below one block; L = 130 = 2·64 + 2 (a short last tile), hd = 24 (not a
         // multiple of the 16-column register tile); one head of L = 200 (its keys split over
         // several backward tasks, whose dQ shares are summed).
-        for (n, l, hd) in [(2, 1, 8), (3, 13, 8), (2, 64, 16), (2, 130, 24), (1, 200, 64)] {
+        for (n, l, hd) in [
+            (2, 1, 8),
+            (3, 13, 8),
+            (2, 64, 16),
+            (2, 130, 24),
+            (1, 200, 64),
+        ] {
             for causal in [false, true] {
                 let h = Heads { n, l, hd, causal };
                 let len = n * l * hd;
-                let (q, k, v) = (values(len, 1, 2.0), values(len, 2, 2.0), values(len, 3, 2.0));
+                let (q, k, v) = (
+                    values(len, 1, 2.0),
+                    values(len, 2, 2.0),
+                    values(len, 3, 2.0),
+                );
                 let d_o = values(len, 4, 1.0);
                 let (o, lse) = forward(&q, &k, &v, h);
                 let [dq, dk, dv] = backward([&q, &k, &v], &o, &lse, &d_o, h);
@@ -552,9 +595,18 @@ mod tests {
     #[test]
     #[ignore = "timing: run with --ignored --nocapture"]
     fn tiled_attention_timing() {
-        let h = Heads { n: 8, l: 1024, hd: 64, causal: false };
+        let h = Heads {
+            n: 8,
+            l: 1024,
+            hd: 64,
+            causal: false,
+        };
         let len = h.n * h.l * h.hd;
-        let (q, k, v) = (values(len, 1, 2.0), values(len, 2, 2.0), values(len, 3, 2.0));
+        let (q, k, v) = (
+            values(len, 1, 2.0),
+            values(len, 2, 2.0),
+            values(len, 3, 2.0),
+        );
         let d_o = values(len, 4, 1.0);
         let flop = |mm: f64| mm * 2.0 * (h.n * h.l * h.l * h.hd) as f64;
         for _ in 0..3 {
