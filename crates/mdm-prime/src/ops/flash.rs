@@ -591,7 +591,20 @@ mod tests {
         }
     }
 
-    /// Timing of one forward + backward at the L = 1024 bench shape (B = 2, H = 4, hd = 64).
+    /// CPU seconds of this process so far (user + system, from /proc/self/stat).
+    fn cpu_s() -> f64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<f64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        (f[11] + f[12]) / 100.0
+    }
+
+    /// Timing of one forward + backward at the L = 1024 bench shape (B = 2, H = 4, hd = 64), in
+    /// CPU time (robust to other load on the machine), next to burn's GEMM on `q·kᵀ` of the same
+    /// shape as a yardstick.
     #[test]
     #[ignore = "timing: run with --ignored --nocapture"]
     fn tiled_attention_timing() {
@@ -608,21 +621,35 @@ mod tests {
             values(len, 3, 2.0),
         );
         let d_o = values(len, 4, 1.0);
-        let flop = |mm: f64| mm * 2.0 * (h.n * h.l * h.l * h.hd) as f64;
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let (o, lse) = forward(&q, &k, &v, h);
-            let f = t.elapsed().as_secs_f64();
-            let t = std::time::Instant::now();
-            let _ = backward([&q, &k, &v], &o, &lse, &d_o, h);
-            let b = t.elapsed().as_secs_f64();
-            println!(
-                "forward {:.1} ms ({:.0} GFLOP/s), backward {:.1} ms ({:.0} GFLOP/s)",
-                f * 1e3,
-                flop(2.0) / f / 1e9,
-                b * 1e3,
-                flop(5.0) / b / 1e9
-            );
+        let mm = 2.0 * (h.n * h.l * h.l * h.hd) as f64;
+        let reps = 10;
+        let (qf, kf) = (
+            super::super::flex_from(q.clone(), &[h.n, h.l, h.hd]),
+            super::super::flex_from(k.clone(), &[h.n, h.l, h.hd]),
+        );
+        let t = cpu_s();
+        for _ in 0..reps {
+            let _ = super::super::matmul(&qf, &kf.transpose(1, 2));
         }
+        let g = (cpu_s() - t) / reps as f64;
+        let (o, lse) = forward(&q, &k, &v, h);
+        let t = cpu_s();
+        for _ in 0..reps {
+            let _ = forward(&q, &k, &v, h);
+        }
+        let f = (cpu_s() - t) / reps as f64;
+        let t = cpu_s();
+        for _ in 0..reps {
+            let _ = backward([&q, &k, &v], &o, &lse, &d_o, h);
+        }
+        let b = (cpu_s() - t) / reps as f64;
+        println!(
+            "CPU GFLOP per CPU-second: burn GEMM {:.0}, forward {:.0} ({:.1} ms), backward {:.0} ({:.1} ms)",
+            mm / g / 1e9,
+            2.0 * mm / f / 1e9,
+            f * 1e3,
+            5.0 * mm / b / 1e9,
+            b * 1e3
+        );
     }
 }
