@@ -79,8 +79,9 @@ fn transpose_blocks(x: &[f32], h: Heads) -> Vec<f32> {
 
 /// `C[m×n] = A[m×k]·B[k×n]` (`accumulate`: `C += A·B`), row-major with row strides `lda`,
 /// `ldb`, `ldc`. Register tiles of [`MR`] rows × two SIMD vectors (16 columns under AVX2),
-/// fused multiply-adds; the columns past the last full tile take a scalar loop. `pack` is
-/// scratch of at least `k·MR` floats. Inlined into the callers' `with_simd`.
+/// fused multiply-adds; the columns past the last full tile take a scalar loop. `zeros` holds
+/// at least `k` zeros (the rows past `m` of a short last tile). Inlined into the callers'
+/// `with_simd`.
 #[allow(clippy::too_many_arguments)] // a BLAS-shaped signature: (m, n, k), three operands with strides
 #[inline(always)]
 fn gemm<S: Simd>(
@@ -93,34 +94,28 @@ fn gemm<S: Simd>(
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
-    pack: &mut [f32],
+    zeros: &[f32],
 ) {
     let nr = 2 * S::F32_LANES;
     let full_n = n / nr * nr;
     for i0 in (0..m).step_by(MR) {
         let mr = MR.min(m - i0);
-        // A's rows i0..i0+mr packed column by column: pack[p·MR + r] = A[i0 + r][p].
-        let pack = &mut pack[..k * MR];
-        for r in 0..MR {
+        // A's rows i0..i0+mr, and zeros in place of the rows past m.
+        let rows: [&[f32]; MR] = std::array::from_fn(|r| {
             if r < mr {
-                let row = &a[(i0 + r) * lda..][..k];
-                for (p, &v) in row.iter().enumerate() {
-                    pack[p * MR + r] = v;
-                }
+                &a[(i0 + r) * lda..][..k]
             } else {
-                for p in 0..k {
-                    pack[p * MR + r] = 0.0;
-                }
+                &zeros[..k]
             }
-        }
+        });
         for j0 in (0..full_n).step_by(nr) {
             let zero = simd.splat_f32s(0.0);
             let mut acc = [[zero; 2]; MR];
-            for (p, ap) in pack.chunks_exact(MR).enumerate() {
+            for p in 0..k {
                 let (bv, _) = S::as_simd_f32s(&b[p * ldb + j0..][..nr]);
                 let (b0, b1) = (bv[0], bv[1]);
                 for r in 0..MR {
-                    let av = simd.splat_f32s(ap[r]);
+                    let av = simd.splat_f32s(rows[r][p]);
                     acc[r][0] = simd.mul_add_e_f32s(av, b0, acc[r][0]);
                     acc[r][1] = simd.mul_add_e_f32s(av, b1, acc[r][1]);
                 }
@@ -134,10 +129,10 @@ fn gemm<S: Simd>(
         }
         for j in full_n..n {
             let mut acc = [0.0f32; MR];
-            for (p, ap) in pack.chunks_exact(MR).enumerate() {
+            for p in 0..k {
                 let bv = b[p * ldb + j];
                 for r in 0..MR {
-                    acc[r] += ap[r] * bv;
+                    acc[r] += rows[r][p] * bv;
                 }
             }
             for (r, &x) in acc.iter().enumerate().take(mr) {
@@ -210,7 +205,7 @@ impl WithSimd for ForwardTile<'_> {
         let Heads { l, hd, .. } = self.h;
         let (i0, br, scale) = (self.i0, self.lse.len(), self.h.scale());
         let mut s = vec![0.0f32; BLOCK * BLOCK];
-        let mut pack = vec![0.0f32; BLOCK.max(hd) * MR];
+        let zeros = vec![0.0f32; BLOCK.max(hd)];
         let mut m = [f32::NEG_INFINITY; BLOCK];
         let mut sum = [0.0f32; BLOCK];
         self.o.fill(0.0);
@@ -220,7 +215,7 @@ impl WithSimd for ForwardTile<'_> {
             let s = &mut s[..br * bc];
             // S = Q·Kᵀ for keys j0..j0+bc (kt holds this block as [hd, bc]).
             let kt = &self.kt[j0 * hd..];
-            gemm(simd, (br, bc, hd), q, hd, kt, bc, s, bc, false, &mut pack);
+            gemm(simd, (br, bc, hd), q, hd, kt, bc, s, bc, false, &zeros);
             if self.h.causal && j0 + bc > i0 + 1 {
                 mask_future(s, (i0, br), (j0, bc));
             }
@@ -246,18 +241,7 @@ impl WithSimd for ForwardTile<'_> {
             }
             // O += P·V for keys j0..j0+bc.
             let v = &self.v[j0 * hd..(j0 + bc) * hd];
-            gemm(
-                simd,
-                (br, hd, bc),
-                s,
-                bc,
-                v,
-                hd,
-                self.o,
-                hd,
-                true,
-                &mut pack,
-            );
+            gemm(simd, (br, hd, bc), s, bc, v, hd, self.o, hd, true, &zeros);
         }
         for r in 0..br {
             let inv = 1.0 / sum[r];
@@ -333,7 +317,7 @@ impl WithSimd for BackwardChunk<'_> {
         let (g, scale) = (&self.g, self.h.scale());
         let tile = BLOCK * BLOCK;
         let (mut pt, mut dpt, mut ds) = (vec![0.0f32; tile], vec![0.0f32; tile], vec![0.0; tile]);
-        let mut pack = vec![0.0f32; BLOCK.max(hd) * MR];
+        let zeros = vec![0.0f32; BLOCK.max(hd)];
         self.dk.fill(0.0);
         self.dv.fill(0.0);
         let rows = self.dk.len() / hd;
@@ -348,7 +332,7 @@ impl WithSimd for BackwardChunk<'_> {
                 let (pt, dpt, ds) = (&mut pt[..bc * br], &mut dpt[..bc * br], &mut ds[..br * bc]);
                 // Sᵀ = K·Qᵀ, then Pᵀ = exp(scale·Sᵀ − lse) column by column.
                 let qt = &g.qt[i0 * hd..];
-                gemm(simd, (bc, br, hd), k, hd, qt, br, pt, br, false, &mut pack);
+                gemm(simd, (bc, br, hd), k, hd, qt, br, pt, br, false, &zeros);
                 let lse = &g.lse[i0..i0 + br];
                 for (c, row) in pt.chunks_exact_mut(br).enumerate() {
                     for (x, &s) in row.iter_mut().zip(lse) {
@@ -362,21 +346,10 @@ impl WithSimd for BackwardChunk<'_> {
                 }
                 // dV += Pᵀ·dO.
                 let d_o = &g.d_o[i0 * hd..(i0 + br) * hd];
-                gemm(simd, (bc, hd, br), pt, br, d_o, hd, dv, hd, true, &mut pack);
+                gemm(simd, (bc, hd, br), pt, br, d_o, hd, dv, hd, true, &zeros);
                 // dPᵀ = V·dOᵀ, then dSᵀ = scale·Pᵀ∘(dPᵀ − D).
                 let dot = &g.dot[i0 * hd..];
-                gemm(
-                    simd,
-                    (bc, br, hd),
-                    v,
-                    hd,
-                    dot,
-                    br,
-                    dpt,
-                    br,
-                    false,
-                    &mut pack,
-                );
+                gemm(simd, (bc, br, hd), v, hd, dot, br, dpt, br, false, &zeros);
                 let delta = &g.delta[i0..i0 + br];
                 for (dp, p) in dpt.chunks_exact_mut(br).zip(pt.chunks_exact(br)) {
                     for ((x, &p), &d) in dp.iter_mut().zip(p).zip(delta) {
@@ -385,10 +358,10 @@ impl WithSimd for BackwardChunk<'_> {
                 }
                 // dK += dSᵀ·Q; dQ += dS·K.
                 let q = &g.q[i0 * hd..(i0 + br) * hd];
-                gemm(simd, (bc, hd, br), dpt, br, q, hd, dk, hd, true, &mut pack);
+                gemm(simd, (bc, hd, br), dpt, br, q, hd, dk, hd, true, &zeros);
                 transpose(dpt, bc, br, ds);
                 let dq = &mut self.dq[i0 * hd..(i0 + br) * hd];
-                gemm(simd, (br, hd, bc), ds, bc, k, hd, dq, hd, true, &mut pack);
+                gemm(simd, (br, hd, bc), ds, bc, k, hd, dq, hd, true, &zeros);
             }
         }
     }
