@@ -240,7 +240,8 @@ impl Backward<Flex, 1> for AttnBackward {
 /// projection `qkv [B, L, 3D]` (laid out `[3, H, hd]` in the last dim) to the heads' outputs
 /// `[B, L, D]` (before the output projection): split into heads, rotate, `softmax(q·kᵀ/√hd)·v`,
 /// merge heads — one op forward and one backward, tiled with an online softmax (`flash.rs`):
-/// no `L × L` scores or probabilities are ever held, and the backward pass keeps `O(L)` state. [`rotary_attention_composed`] is its oracle and its fallback off flex.
+/// no `L × L` scores or probabilities are ever held, and the backward pass keeps `O(L)` state.
+/// [`rotary_attention_composed`] is its oracle and its fallback off flex.
 pub fn rotary_attention(qkv: Tensor<3>, heads: usize, rope: &Rope) -> Tensor<3> {
     let [b, l, d3] = qkv.dims();
     assert!(
