@@ -29,7 +29,7 @@ NAME=""
 EXTRA_ENV=()
 RUST_CACHE=""
 VENV="$ROOT/bench/.venv"
-RUST_BIN="${MDM_PRIME_BIN:-$ROOT/target/release/mdm-prime}"   # override for testing
+RUST_BIN="${MDM_PRIME_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/mdm-prime}"   # override for testing
 
 ARGS=("$@")   # recorded in machine.txt
 

@@ -64,6 +64,12 @@ CONFIGS = {
                      mlp_ratio=4, dropout=0.1, seq_len=128, batch_size=16),
     "cpu-bytes": dict(vocab_size=256, ell=4, d_model=256, n_layers=4, n_heads=4, cond_dim=128,
                       mlp_ratio=4, dropout=0.1, seq_len=128, batch_size=16),
+    # The L sweep (issue #10 point 6): cpu-bytes with no dropout and batch 2048 / L, so every
+    # step has 2048 tokens; names match `mdm-prime bench --config cpu-bytes-L<L>`.
+    **{f"cpu-bytes-L{l}": dict(vocab_size=256, ell=4, d_model=256, n_layers=4, n_heads=4,
+                               cond_dim=128, mlp_ratio=4, dropout=0.0, seq_len=l,
+                               batch_size=2048 // l)
+       for l in (128, 512, 1024, 2048)},
     # configs/fmnist-cpu.toml as `mdm-prime bench --config cpu-fmnist` runs it: 28 x 28 x 1
     # synthetic uniform images (L = 784 pixel tokens, V = 256, ell = 2, b = 16), batch 16.
     "cpu-fmnist": dict(kind="unet", vocab_size=256, ell=2, height=28, width=28, image_channels=1,

@@ -23,13 +23,28 @@ use crate::args::BenchArgs;
 /// configs/fmnist-cpu.toml, the image workload's network and sampler.
 const FMNIST_PRESET: &str = include_str!("../../../../configs/fmnist-cpu.toml");
 
+/// The lengths of the `cpu-bytes-L<L>` sweep (issue #10 point 6).
+const SWEEP_LENGTHS: [usize; 4] = [128, 512, 1024, 2048];
+/// Tokens per step in the sweep: batch = `SWEEP_TOKENS / L`.
+const SWEEP_TOKENS: usize = 2048;
+
 /// The named configurations: `cpu-gpt2` / `cpu-bytes` (the text workloads: ℓ = 4, D = 256,
-/// 4 layers, 4 heads, L = 128, batch 16, with the GPT-2 or the byte vocabulary) and `cpu-fmnist`
-/// (the image quick start's U-Net on 28 × 28 × 1 images, ℓ = 2, batch 32, T = 196).
+/// 4 layers, 4 heads, L = 128, batch 16, with the GPT-2 or the byte vocabulary), `cpu-bytes-L<L>`
+/// for L in 128, 512, 1024, 2048 (the byte config with no dropout and batch 2048 / L, so every
+/// step has 2048 tokens: how attention scales with L) and `cpu-fmnist` (the image quick start's
+/// U-Net on 28 × 28 × 1 images, ℓ = 2, batch 32, T = 196).
 fn bench_config(name: &str) -> anyhow::Result<RunConfig> {
+    let sweep = name
+        .strip_prefix("cpu-bytes-L")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| SWEEP_LENGTHS.contains(l));
+    let (seq_len, batch, dropout) = match sweep {
+        Some(l) => (l, SWEEP_TOKENS / l, "0.0"),
+        None => (128, 16, "0.1"),
+    };
     let tokenizer = match name {
         "cpu-gpt2" => "gpt2",
-        "cpu-bytes" => "bytes",
+        _ if name == "cpu-bytes" || sweep.is_some() => "bytes",
         "cpu-fmnist" => {
             let o = [
                 "data.image={height=28,width=28,channels=1}".to_string(),
@@ -42,7 +57,10 @@ fn bench_config(name: &str) -> anyhow::Result<RunConfig> {
                 &o,
             )?);
         }
-        other => bail!("unknown bench config {other}: use cpu-gpt2, cpu-bytes or cpu-fmnist"),
+        other => bail!(
+            "unknown bench config {other}: use cpu-gpt2, cpu-bytes, cpu-bytes-L<L> (L in \
+             {SWEEP_LENGTHS:?}) or cpu-fmnist"
+        ),
     };
     let o: Vec<String> = [
         format!("data.tokenizer={tokenizer}"),
@@ -51,8 +69,9 @@ fn bench_config(name: &str) -> anyhow::Result<RunConfig> {
         "model.n_layers=4".into(),
         "model.n_heads=4".into(),
         "model.cond_dim=128".into(),
-        "data.seq_len=128".into(),
-        "train.batch_size=16".into(),
+        format!("data.seq_len={seq_len}"),
+        format!("train.batch_size={batch}"),
+        format!("model.dropout={dropout}"),
         "train.lr=3e-4".into(),
         "train.warmup_steps=10".into(),
         "train.ema_decay=0.9999".into(),

@@ -7,12 +7,10 @@ use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, unary};
 use burn_flex::{Flex, FlexTensor};
-use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::{
-    LANES, contiguous, custom_unary, exp_f32, f32s, flex_from, matmul, rows_per_task, simd,
-};
+use super::flash::{self, Heads};
+use super::{contiguous, custom_unary, f32s, flex_from};
 
 /// Rotary tables for positions `0..L`, GPT-NeoX "rotate half" layout (`freqs` repeated twice),
 /// base 10000 (design §6.2), on the host and as `[L, hd]` tensors.
@@ -148,133 +146,48 @@ fn split_grad(g: &[f32], dims: AttnDims) -> Vec<f32> {
     out
 }
 
-/// The maximum of a row.
-#[inline(always)]
-fn row_max(z: &[f32]) -> f32 {
-    let chunks = z.chunks_exact(LANES);
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    for c in chunks {
-        for k in 0..LANES {
-            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
-        }
-    }
-    acc.iter().fold(tail, |m, &x| m.max(x))
-}
-
-/// Row softmax of `scale·s` in place.
-struct SoftmaxRows<'a> {
-    s: &'a mut [f32],
-    n: usize,
-    scale: f32,
-}
-
-impl WithSimd for SoftmaxRows<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
-        for row in self.s.chunks_exact_mut(self.n) {
-            let m = row_max(row);
-            let mut acc = [0.0f32; LANES];
-            let mut tail = 0.0f32;
-            let mut chunks = row.chunks_exact_mut(LANES);
-            for c in &mut chunks {
-                for k in 0..LANES {
-                    c[k] = exp_f32((c[k] - m) * self.scale);
-                    acc[k] += c[k];
-                }
-            }
-            for x in chunks.into_remainder() {
-                *x = exp_f32((*x - m) * self.scale);
-                tail += *x;
-            }
-            let inv = 1.0 / (acc.iter().sum::<f32>() + tail);
-            for x in row.iter_mut() {
-                *x *= inv;
-            }
-        }
-    }
-}
-
-/// `ds = scale·p∘(dp − Σ_row dp∘p)` in place of `dp`.
-struct SoftmaxGradRows<'a> {
-    p: &'a [f32],
-    dp: &'a mut [f32],
-    n: usize,
-    scale: f32,
-}
-
-impl WithSimd for SoftmaxGradRows<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
-        for (dp, p) in self
-            .dp
-            .chunks_exact_mut(self.n)
-            .zip(self.p.chunks_exact(self.n))
-        {
-            let mut acc = [0.0f32; LANES];
-            let mut tail = 0.0f32;
-            let (dc, pc) = (dp.chunks_exact(LANES), p.chunks_exact(LANES));
-            let (dr, pr) = (dc.remainder(), pc.remainder());
-            for (a, b) in dc.zip(pc) {
-                for k in 0..LANES {
-                    acc[k] += a[k] * b[k];
-                }
-            }
-            for (a, b) in dr.iter().zip(pr) {
-                tail += a * b;
-            }
-            let dot = acc.iter().sum::<f32>() + tail;
-            for (x, &q) in dp.iter_mut().zip(p) {
-                *x = self.scale * q * (*x - dot);
-            }
-        }
-    }
-}
-
-fn softmax_rows(s: &mut [f32], n: usize, scale: f32) {
-    let rows = rows_per_task(n);
-    s.par_chunks_mut(rows * n)
-        .for_each(|s| simd(SoftmaxRows { s, n, scale }));
-}
-
-/// Transposes the last two dims (a view).
-fn t12(x: &FlexTensor) -> FlexTensor {
-    x.transpose(1, 2)
-}
-
+/// What the backward pass keeps: the rotated heads, the output and one log-sum-exp per query
+/// row, `4·B·L·D + B·H·L` floats in all (linear in L; the rotary tables are shared with [`Rope`]).
 #[derive(Debug, Clone)]
 struct AttnState {
     dims: AttnDims,
     /// The rotary tables `[L, hd]` (host copies of [`Rope`]'s).
     cos: Arc<Vec<f32>>,
     sin: Arc<Vec<f32>>,
-    q: FlexTensor,
-    k: FlexTensor,
-    v: FlexTensor,
-    /// Attention probabilities `[B·H, L, L]`.
-    p: FlexTensor,
+    /// Rotated q, rotated k, v and the output, each `[B·H, L, hd]`.
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    o: Vec<f32>,
+    /// `ln Σ_j exp(q_i·k_j/√hd)` per query row, `[B·H, L]`.
+    lse: Vec<f32>,
+}
+
+impl AttnState {
+    /// Floats held for the backward pass (the rotary tables aside).
+    #[cfg(test)]
+    fn saved_floats(&self) -> usize {
+        self.q.len() + self.k.len() + self.v.len() + self.o.len() + self.lse.len()
+    }
+}
+
+impl AttnDims {
+    fn heads(&self) -> Heads {
+        Heads {
+            n: self.b * self.h,
+            l: self.l,
+            hd: self.hd,
+            causal: false,
+        }
+    }
 }
 
 /// Forward on flex primitives: the output `[B, L, D]` and what the backward pass needs.
 fn attention_forward(qkv: &FlexTensor, dims: AttnDims, rope: &Rope) -> (FlexTensor, AttnState) {
-    let AttnDims { b, l, h, hd } = dims;
+    let AttnDims { b, l, .. } = dims;
     let [q, k, v] = split_heads(f32s(qkv), dims, rope);
-    let shape = [b * h, l, hd];
-    let (q, k, v) = (
-        flex_from(q, &shape),
-        flex_from(k, &shape),
-        flex_from(v, &shape),
-    );
-    let mut p = f32s(&matmul(&q, &t12(&k))).to_vec();
-    softmax_rows(&mut p, l, 1.0 / (hd as f32).sqrt());
-    let p = flex_from(p, &[b * h, l, l]);
-    let o = matmul(&p, &v);
-    let out = flex_from(merge_heads(f32s(&o), dims), &[b, l, dims.d()]);
+    let (o, lse) = flash::forward(&q, &k, &v, dims.heads());
+    let out = flex_from(merge_heads(&o, dims), &[b, l, dims.d()]);
     (
         out,
         AttnState {
@@ -284,7 +197,8 @@ fn attention_forward(qkv: &FlexTensor, dims: AttnDims, rope: &Rope) -> (FlexTens
             q,
             k,
             v,
-            p,
+            o,
+            lse,
         },
     )
 }
@@ -301,18 +215,9 @@ impl Backward<Flex, 1> for AttnBackward {
             let dims = st.dims;
             let AttnDims { b, l, h, hd } = dims;
             let d = dims.d();
-            let d_o = flex_from(split_grad(f32s(&contiguous(grad)), dims), &[b * h, l, hd]);
-            let dv = matmul(&t12(&st.p), &d_o);
-            let mut ds = f32s(&matmul(&d_o, &t12(&st.v))).to_vec();
-            let (p, scale) = (f32s(&st.p), 1.0 / (hd as f32).sqrt());
-            let rows = rows_per_task(l);
-            ds.par_chunks_mut(rows * l)
-                .zip(p.par_chunks(rows * l))
-                .for_each(|(dp, p)| simd(SoftmaxGradRows { p, dp, n: l, scale }));
-            let ds = flex_from(ds, &[b * h, l, l]);
-            let dq = matmul(&ds, &st.k);
-            let dk = matmul(&t12(&ds), &st.q);
-            let (dq, dk, dv) = (f32s(&dq), f32s(&dk), f32s(&dv));
+            let d_o = split_grad(f32s(&contiguous(grad)), dims);
+            let [dq, dk, dv] =
+                flash::backward([&st.q, &st.k, &st.v], &st.o, &st.lse, &d_o, dims.heads());
             // Back to [B, L, 3D], undoing the rotation of q and k.
             let mut out = vec![0.0f32; b * l * 3 * d];
             out.par_chunks_mut(3 * d).enumerate().for_each(|(bl, row)| {
@@ -334,8 +239,9 @@ impl Backward<Flex, 1> for AttnBackward {
 /// Bidirectional multi-head self-attention with rotary q/k (design §6.2) from the fused
 /// projection `qkv [B, L, 3D]` (laid out `[3, H, hd]` in the last dim) to the heads' outputs
 /// `[B, L, D]` (before the output projection): split into heads, rotate, `softmax(q·kᵀ/√hd)·v`,
-/// merge heads — one op forward and one backward (the probabilities are kept, the scores are
-/// not). [`rotary_attention_composed`] is its oracle and its fallback off flex.
+/// merge heads — one op forward and one backward, tiled with an online softmax (`flash.rs`):
+/// no `L × L` scores or probabilities are ever held, and the backward pass keeps `O(L)` state.
+/// [`rotary_attention_composed`] is its oracle and its fallback off flex.
 pub fn rotary_attention(qkv: Tensor<3>, heads: usize, rope: &Rope) -> Tensor<3> {
     let [b, l, d3] = qkv.dims();
     assert!(
@@ -384,4 +290,26 @@ pub fn rotary_attention_composed(qkv: Tensor<3>, heads: usize, rope: &Rope) -> T
         .matmul(v)
         .swap_dims(1, 2)
         .reshape([b, l, h * hd])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the forward pass keeps for backward grows linearly in L: exactly q, k, v, o
+    /// (`B·L·D` each) and one log-sum-exp per (sequence, head, query), at every length; an
+    /// `L × L` matrix per head (the untiled version kept `B·H·L²` probabilities) would
+    /// outgrow it from L = 4·hd on.
+    #[test]
+    fn saved_state_is_linear_in_length() {
+        let device = burn::tensor::Device::default();
+        let (b, h, hd) = (2, 2, 8);
+        let d = h * hd;
+        for l in [1usize, 13, 64, 130, 512] {
+            let rope = Rope::new(l, hd, &device);
+            let qkv = flex_from(vec![0.5f32; b * l * 3 * d], &[b, l, 3 * d]);
+            let (_, state) = attention_forward(&qkv, AttnDims { b, l, h, hd }, &rope);
+            assert_eq!(state.saved_floats(), 4 * b * l * d + b * h * l, "L = {l}");
+        }
+    }
 }

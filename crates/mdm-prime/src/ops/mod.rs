@@ -9,13 +9,14 @@
 //! is not on the flex backend.
 //!
 //! One file per op: `gelu`, `nll` (filtered NLL and log-softmax), `dropout`, `attention` (rotary
-//! self-attention), `norm` (LayerNorm + adaLN modulation), `conv` (2-D "same" convolution as
+//! self-attention, tiled in `flash`), `norm` (LayerNorm + adaLN modulation), `conv` (2-D "same" convolution as
 //! im2col + GEMM), `group_norm` (GroupNorm + affine + optional SiLU); this file holds what they share (the
 //! vectorised `exp`, SIMD dispatch, flex primitives, recording an op).
 
 mod attention;
 mod conv;
 mod dropout;
+mod flash;
 mod gelu;
 mod group_norm;
 mod nll;

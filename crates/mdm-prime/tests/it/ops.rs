@@ -124,6 +124,23 @@ fn fused_rotary_attention_equals_composed_in_value_and_gradient() {
     }
 }
 
+/// The tiled attention (64-row query and key blocks, online softmax) at lengths that exercise
+/// its edges: L = 1, L below one tile, exactly one tile, a short last tile, several tiles with
+/// one sequence (a head's keys split over backward tasks); hd = 24 is not a multiple of the
+/// 16-column register tile, hd = 64 is the bench shape.
+#[test]
+fn tiled_rotary_attention_equals_composed_at_partial_tiles() {
+    for (b, l, h, hd) in [
+        (3usize, 1usize, 2usize, 8usize),
+        (2, 37, 4, 8),
+        (2, 64, 2, 24),
+        (1, 129, 2, 24),
+        (1, 200, 1, 64),
+    ] {
+        attention_case(b, l, h, hd);
+    }
+}
+
 fn attention_case(b: usize, l: usize, h: usize, hd: usize) {
     use mdm_prime::ops::{Rope, rotary_attention, rotary_attention_composed};
     let n = b * l * 3 * h * hd;
