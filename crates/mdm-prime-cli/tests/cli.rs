@@ -571,6 +571,7 @@ fn device_choices_fail_clearly() {
     let dir = temp_dir("device");
     let run = dir.join("run");
     let r = run.to_str().unwrap();
+    #[allow(unused_mut)] // only builds without a GPU feature add cases
     let mut cases = vec![
         (
             vec!["train", "--run-dir", r, "--device", "tpu"],

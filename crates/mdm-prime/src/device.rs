@@ -49,6 +49,7 @@ pub fn parse(text: &str) -> Result<DeviceSpec, Error> {
     DeviceSpec::parse(text).map_err(Error::Device)
 }
 
+#[cfg(not(all(feature = "cuda", feature = "wgpu")))]
 fn missing_feature(spec: &DeviceSpec, feature: &str) -> Error {
     Error::Device(format!(
         "--device {spec}: this binary was built without the `{feature}` feature; rebuild with \
