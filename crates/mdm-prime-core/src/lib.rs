@@ -26,6 +26,7 @@ pub mod error;
 pub mod flops;
 pub mod fsutil;
 pub mod limits;
+pub mod metrics;
 pub mod noise;
 pub mod objective;
 pub mod observe;
