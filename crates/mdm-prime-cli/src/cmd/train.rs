@@ -59,6 +59,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("runs/{}", cfg.name).into()),
     );
 
+    // Sizes before anything is allocated (images again once their shape is known).
+    cfg.check_training_memory()?;
     let data = load_data(&cfg, &cfg.data.source)?;
     let mut cfg = cfg;
     if let Some(shape) = data.image {
@@ -66,6 +68,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         cfg.data.image = Some(shape);
         cfg.data.seq_len = shape.tokens();
         cfg.validate()?;
+        cfg.check_training_memory()?;
         eprintln!(
             "data: {} — {} train / {} validation images of {shape} ({} tokens each, V = 256){}",
             data.source,
