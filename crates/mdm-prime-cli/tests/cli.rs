@@ -561,6 +561,160 @@ fn impossible_sizes_are_errors_not_aborts() {
             "{args:?}: {err}"
         );
     }
+    // A network batch beyond any need is only an upper bound: 2^59 sequences × L = 32 rows
+    // overflowed to a chunk of zero rows (a panic) before.
+    let o = mdm_prime(&[
+        "sample",
+        "--run",
+        r,
+        "--num",
+        "1",
+        "--steps",
+        "2",
+        "--batch-size",
+        "576460752303423488",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs the binary with a deadline: a command that hangs fails the test instead of blocking it.
+fn mdm_prime_within(args: &[&str], seconds: u64) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mdm-prime"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} still running after {seconds} s: it hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Asserts a clean failure (exit 1, not an abort's 134) whose message contains every needle.
+fn assert_clear_error(o: &Output, what: &str, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{what}: no {needle:?} in {err}");
+    }
+}
+
+/// Training sizes, `isr` and `subtokens` arguments that cannot fit are errors naming the value
+/// and the memory, not allocation aborts (each of these aborted with "memory allocation of …
+/// bytes failed", exit 134, before), and nothing is written.
+#[test]
+fn huge_training_and_command_sizes_are_errors_not_aborts() {
+    let dir = temp_dir("huge");
+    let run = dir.join("run");
+    for (set, needle) in [
+        (
+            "train.batch_size=100000000000",
+            "train.batch_size = 100000000000",
+        ),
+        ("data.seq_len=100000000000", "data.seq_len = 100000000000"),
+        ("model.d_model=1000000000", "model.d_model = 1000000000"),
+        ("model.n_layers=100000000", "model.n_layers = 100000000"),
+        (
+            "model.mlp_ratio=100000000000",
+            "model.mlp_ratio = 100000000000",
+        ),
+        (
+            "model.cond_dim=1000000000000",
+            "model.cond_dim = 1000000000000",
+        ),
+    ] {
+        let o = mdm_prime_within(
+            &[
+                "train",
+                "--run-dir",
+                run.to_str().unwrap(),
+                "--quiet",
+                "--set",
+                set,
+            ],
+            120,
+        );
+        assert_clear_error(&o, set, &[needle, "would not fit"]);
+        assert!(!run.exists(), "{set} created the run directory");
+    }
+    for (args, needle) in [
+        (
+            vec!["isr", "--runs", "100000000000000"],
+            "--runs 100000000000000",
+        ),
+        (
+            vec!["isr", "--steps", "100000000000000"],
+            "--steps 100000000000000",
+        ),
+        (
+            vec![
+                "subtokens",
+                "--vocab",
+                "4000000000",
+                "--ell",
+                "4",
+                "--ids",
+                "1",
+            ],
+            "V = 4000000000",
+        ),
+    ] {
+        let o = mdm_prime_within(&args, 60);
+        assert_clear_error(&o, &format!("{args:?}"), &[needle, "would not fit"]);
+    }
+    let o = mdm_prime_within(&["isr", "--ell", "100000000000000000", "--len", "1000"], 60);
+    assert_clear_error(
+        &o,
+        "isr --ell",
+        &["--ell 100000000000000000", "lower --ell"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Corpus, image-data and config paths that are not regular files (a directory where a file
+/// must be, a device that never ends, a named pipe that would block) are errors naming the path
+/// and what it is, within seconds: never a hang or an endless read.
+#[cfg(unix)]
+#[test]
+fn special_files_as_inputs_are_errors_not_hangs() {
+    let dir = temp_dir("special");
+    let fifo = dir.join("pipe.txt");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    let run = dir.join("run");
+    let r = run.to_str().unwrap();
+    let fmnist = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/fmnist-cpu.toml");
+    let mut cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["train", "--data", "/dev/zero"], "character device"),
+        (vec!["train", "--data", "/dev/urandom"], "character device"),
+        (vec!["train", "--config", "/dev/zero"], "character device"),
+        (vec!["train", "--config", "/tmp"], "a directory"),
+        (
+            vec!["train", "--config", fmnist, "--data", "/dev/zero"],
+            "character device",
+        ),
+    ];
+    if made.is_ok_and(|s| s.success()) {
+        let f = fifo.to_str().unwrap();
+        cases.push((vec!["train", "--data", f], "named pipe"));
+        cases.push((vec!["train", "--config", f], "named pipe"));
+        cases.push((vec!["train", "--config", fmnist, "--data", f], "named pipe"));
+    } else {
+        eprintln!("mkfifo is not available: the named-pipe cases are skipped");
+    }
+    for (mut args, needle) in cases {
+        args.extend(["--run-dir", r, "--quiet", "--set", "data.cache_dir=\"\""]);
+        let o = mdm_prime_within(&args, 60);
+        assert_clear_error(&o, &format!("{args:?}"), &[needle, "not a regular file"]);
+        assert!(!run.exists(), "{args:?} created the run directory");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

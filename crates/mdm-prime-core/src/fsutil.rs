@@ -1,9 +1,85 @@
-//! File-system helpers shared by the readers and writers: atomic writes and folder listings.
+//! File-system helpers shared by the readers and writers: reading input files with their kind and
+//! size checked first, atomic writes and folder listings.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Reads a whole input file (a corpus, a data set, a config, a checkpoint) after checking that
+/// it is a regular file that fits in memory. A directory, a named pipe (which would block until
+/// a writer comes), a device such as `/dev/zero` or `/dev/urandom` (which never ends) or a file
+/// larger than the memory is an [`Error::Data`] naming the path and what it is: never a hang, an
+/// endless read or an allocation abort.
+pub fn read_input(path: &Path) -> Result<Vec<u8>> {
+    let cannot = |e: std::io::Error| {
+        Error::data(
+            path,
+            format!("cannot read the file ({e}); check that it exists and is readable"),
+        )
+    };
+    let meta = fs::metadata(path).map_err(cannot)?;
+    check_regular(path, &meta)?;
+    let len = meta.len();
+    crate::limits::check_bytes(
+        &format!("reading {} ({len} bytes)", path.display()),
+        u128::from(len),
+        "pass a smaller file",
+    )?;
+    let file = fs::File::open(path).map_err(cannot)?;
+    // The path may have been replaced between the two looks: check what was opened.
+    check_regular(path, &file.metadata().map_err(cannot)?)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    // A file that grows while it is read is read up to the memory budget, not forever.
+    let budget = u64::try_from(crate::limits::memory_budget()).unwrap_or(u64::MAX);
+    file.take(budget).read_to_end(&mut bytes).map_err(cannot)?;
+    Ok(bytes)
+}
+
+/// An error naming `path` and what it is unless `meta` describes a regular file.
+fn check_regular(path: &Path, meta: &fs::Metadata) -> Result<()> {
+    match meta.is_file() {
+        true => Ok(()),
+        false => Err(not_regular(path, meta)),
+    }
+}
+
+/// The error for an input path that is not a regular file: it names the path and what it is.
+pub(crate) fn not_regular(path: &Path, meta: &fs::Metadata) -> Error {
+    let kind = if meta.is_dir() {
+        "a directory"
+    } else {
+        special_kind(meta)
+    };
+    Error::data(
+        path,
+        format!("not a regular file but {kind}, which cannot be read as input; pass a file"),
+    )
+}
+
+#[cfg(unix)]
+fn special_kind(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if t.is_char_device() {
+        "a character device (like /dev/zero or /dev/urandom, it never ends)"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_: &fs::Metadata) -> &'static str {
+    "a special file"
+}
 
 /// Writes `bytes` to `path` atomically: [`write_temp`], then rename over `path`. On error the
 /// temporary file is removed and an existing `path` is untouched.
@@ -178,6 +254,9 @@ mod tests {
             .collect();
         assert_eq!(names, ["a.TXT", "b.txt"]);
         assert!(write_atomic(&dir.join("missing/x.txt"), b"").is_err());
+        assert_eq!(read_input(&dir.join("b.txt")).unwrap(), b"again");
+        let e = read_input(&dir.join("sub.TXT")).unwrap_err().to_string();
+        assert!(e.contains("sub.TXT") && e.contains("a directory"), "{e}");
         let left: Vec<_> = fs::read_dir(&dir).unwrap().collect();
         assert_eq!(left.len(), 4, "no temporary file is left behind");
         // A writer that died before its rename leaves `<name>.<pid>.<n>.tmp`; only those go.
@@ -190,5 +269,22 @@ mod tests {
         assert_eq!(fs::read(dir.join("b.txt")).unwrap(), b"again");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 7);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Devices that never end and pipes that block are refused before anything is read.
+    #[cfg(unix)]
+    #[test]
+    fn special_files_are_refused_not_read() {
+        for (path, kind) in [
+            ("/dev/zero", "character device"),
+            ("/dev/urandom", "character device"),
+        ] {
+            let e = read_input(Path::new(path)).unwrap_err().to_string();
+            assert!(e.contains(path) && e.contains(kind), "{e}");
+        }
+        let e = read_input(Path::new("/no/such/file"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read the file"), "{e}");
     }
 }

@@ -19,12 +19,15 @@
 //! Time convention: t = 0 clean, t = 1 fully masked; `α_t` is the unmasked probability.
 //! Section numbers (design §N) refer to `docs/design.md`, the method in this project's words.
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod flops;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod limits;
 pub mod metrics;
 pub mod noise;
@@ -36,6 +39,7 @@ pub mod sampling;
 pub mod schedule;
 pub mod solver;
 pub mod subtoken;
+pub mod template;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -70,6 +70,11 @@ impl Codec {
     /// Builds the codec and its digit table. Errors on V < 2, ℓ = 0 or an overflowing `b^ℓ`.
     pub fn new(vocab_size: u32, ell: usize) -> Result<Self> {
         let base = base_for(vocab_size as u64, ell)?;
+        crate::limits::check_fits(
+            &format!("the digit table of V = {vocab_size} tokens × ell = {ell}"),
+            u128::from(vocab_size) * ell as u128,
+            4,
+        )?;
         let mut digits = vec![0u32; vocab_size as usize * ell];
         for (x, row) in digits.chunks_exact_mut(ell).enumerate() {
             let mut rest = x as u64;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::tensor::{Dtype, TensorView};
+use mdm_prime_core::checkpoint::{Loaded, parse_safetensors, serialize};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -39,27 +39,7 @@ pub fn code_version() -> String {
     )
 }
 
-/// Progress that is not in the weights.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainState {
-    /// Completed optimiser steps.
-    pub step: u64,
-    pub tokens_seen: u64,
-    pub elapsed_s: f64,
-    pub code_version: String,
-    /// Steps whose loss or gradient was not finite: counted in `step`, their update not applied
-    /// (so the optimiser is at `step − skipped_steps`).
-    #[serde(default)]
-    pub skipped_steps: u64,
-}
-
-impl TrainState {
-    /// One optimiser step (applied or skipped) over `tokens` tokens is done.
-    pub fn advance(&mut self, tokens: usize) {
-        self.step += 1;
-        self.tokens_seen += tokens as u64;
-    }
-}
+pub use mdm_prime_core::checkpoint::TrainState;
 
 /// The files a trainer writes in the root of a run directory (whose stale temporaries
 /// [`recover`] may remove).
@@ -166,9 +146,8 @@ impl RunDir {
     /// Reads `state.json`.
     pub fn read_state(&self) -> Result<TrainState, Error> {
         let path = self.state();
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::checkpoint(&path, format!("unreadable: {e}")))
+        let bytes = mdm_prime_core::fsutil::read_input(&path)?;
+        Ok(TrainState::parse(&path, &bytes)?)
     }
 
     /// `state.json` with `state`, ready for [`write_all_atomic`].
@@ -188,47 +167,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 fn f32_bytes(t: &Tensor<1>) -> Vec<u8> {
     let v: Vec<f32> = t.clone().try_into_vec_as().expect("float tensor readback");
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Serialises named flat tensors (with their shapes) and metadata to safetensors bytes.
-fn serialize(
-    tensors: &[(String, Vec<usize>, Vec<u8>)],
-    metadata: HashMap<String, String>,
-) -> Result<Vec<u8>, String> {
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
-        })
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    let mut metadata = metadata;
-    let mut sorted: Vec<(&str, &[usize], &[u8])> = tensors
-        .iter()
-        .map(|(n, sh, b)| (n.as_str(), sh.as_slice(), b.as_slice()))
-        .collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    metadata.insert(CHECKSUM_KEY.into(), format!("{:016x}", checksum(&sorted)));
-    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
-}
-
-/// Metadata key of the tensors' checksum.
-const CHECKSUM_KEY: &str = "tensors_fnv1a64";
-
-/// FNV-1a 64 over every tensor in name order: name, shape and little-endian f32 bytes, each
-/// length-prefixed. Detects any flipped byte of the data.
-fn checksum(tensors: &[(&str, &[usize], &[u8])]) -> u64 {
-    let mut h = mdm_prime_core::data::Fnv1a::new();
-    for (name, shape, bytes) in tensors {
-        h.field(name.as_bytes());
-        let dims: Vec<u8> = shape
-            .iter()
-            .flat_map(|&d| (d as u64).to_le_bytes())
-            .collect();
-        h.field(&dims);
-        h.field(bytes);
-    }
-    h.finish()
 }
 
 /// The safetensors file at `path` of every float parameter of `module` (names = parameter
@@ -394,61 +332,12 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// The tensors of a safetensors file as `name → (shape, values)`, plus its metadata.
-type Loaded = (
-    HashMap<String, (Vec<usize>, Vec<f32>)>,
-    HashMap<String, String>,
-);
-
-/// Reads a safetensors file written by this project. A missing, truncated or foreign file is an
-/// error naming the path.
+/// Reads a safetensors file written by this project
+/// ([`mdm_prime_core::checkpoint::parse_safetensors`]). A missing, truncated, corrupt or foreign
+/// file is an error naming the path.
 pub fn read_safetensors(path: &Path) -> Result<Loaded, Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-        Error::checkpoint(
-            path,
-            format!("not a readable safetensors file ({e}); it may be truncated"),
-        )
-    })?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::checkpoint(path, e.to_string()))?;
-    let metadata = meta.metadata().clone().unwrap_or_default();
-    let mut views = st.tensors();
-    views.sort_by(|a, b| a.0.cmp(&b.0));
-    // Files written before checksums existed have none and load as before.
-    if let Some(stored) = metadata.get(CHECKSUM_KEY) {
-        let sorted: Vec<(&str, &[usize], &[u8])> = views
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.shape(), v.data()))
-            .collect();
-        let actual = format!("{:016x}", checksum(&sorted));
-        if *stored != actual {
-            return Err(Error::checkpoint(
-                path,
-                format!(
-                    "checksum mismatch (stored {stored}, computed {actual}): the file is corrupt \
-                     (a damaged byte); restore it from a backup, or resume from another run \
-                     directory"
-                ),
-            ));
-        }
-    }
-    let mut out = HashMap::new();
-    for (name, view) in views {
-        if view.dtype() != Dtype::F32 {
-            return Err(Error::checkpoint(
-                path,
-                format!("tensor {name} is {:?}, expected F32", view.dtype()),
-            ));
-        }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        out.insert(name, (view.shape().to_vec(), values));
-    }
-    Ok((out, metadata))
+    let bytes = mdm_prime_core::fsutil::read_input(path)?;
+    Ok(parse_safetensors(path, &bytes)?)
 }
 
 /// Loads a module's parameters from a file written by [`module_file`]: every parameter must be

@@ -110,7 +110,9 @@ pub fn evaluate<M: Denoiser>(
         per_seq_paper.extend(paper);
         tokens += (chunk.len() * l) as u64;
         progress(
-            ((bi + 1) * settings.batch_size).min(blocks.len()),
+            (bi + 1)
+                .saturating_mul(settings.batch_size)
+                .min(blocks.len()),
             blocks.len(),
         );
     }

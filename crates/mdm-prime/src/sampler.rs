@@ -23,10 +23,10 @@
 //! output, and neither does the batch size.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use mdm_prime_core::Schedule;
 use mdm_prime_core::rng::step_seed;
 use mdm_prime_core::sampling::{NoisePrecision, exponential_race, nucleus, reveal_probability};
 use mdm_prime_core::solver::{DrawMode, Solver};
-use mdm_prime_core::{Codec, Schedule};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rayon::prelude::*;
@@ -83,53 +83,7 @@ pub struct Sample {
     pub idle_at: Vec<bool>,
 }
 
-/// Sub-tokens fixed before sampling starts (prompt, infilling template, single digits), one entry
-/// per sub-token of a sequence (`L·ℓ`, token-major); `None` = free.
-#[derive(Debug, Clone)]
-pub struct Template {
-    pub fixed: Vec<Option<u32>>,
-}
-
-impl Template {
-    /// Nothing fixed.
-    pub fn free(seq_len: usize, ell: usize) -> Self {
-        Template {
-            fixed: vec![None; seq_len * ell],
-        }
-    }
-
-    /// Fixes whole tokens at `start..`: their ℓ digits.
-    pub fn fix_tokens(&mut self, codec: &Codec, start: usize, ids: &[u32]) -> Result<()> {
-        let ell = codec.ell();
-        if (start + ids.len()) * ell > self.fixed.len() {
-            return Err(mdm_prime_core::Error::Value(format!(
-                "{} fixed tokens from position {start} do not fit in {} tokens; raise --len",
-                ids.len(),
-                self.fixed.len() / ell
-            ))
-            .into());
-        }
-        for (k, d) in codec.encode(ids)?.into_iter().enumerate() {
-            self.fixed[start * ell + k] = Some(d);
-        }
-        Ok(())
-    }
-
-    /// Fixes digit `j` of token `i` to `value`.
-    pub fn fix_digit(&mut self, codec: &Codec, i: usize, j: usize, value: u32) -> Result<()> {
-        let ell = codec.ell();
-        if j >= ell || i * ell + j >= self.fixed.len() || value >= codec.base() {
-            return Err(mdm_prime_core::Error::Value(format!(
-                "cannot fix digit {j} of token {i} to {value}: need token < {}, digit < ell = {ell}, value < base {}",
-                self.fixed.len() / ell,
-                codec.base()
-            ))
-            .into());
-        }
-        self.fixed[i * ell + j] = Some(value);
-        Ok(())
-    }
-}
+pub use mdm_prime_core::template::Template;
 
 /// The network body's output for one sequence: the final features `[L, D]`, row-major, of the
 /// current `y` (the head is applied per position, on demand).
@@ -465,7 +419,7 @@ fn reveal_all<M: Denoiser>(
     let mut head_s = 0.0;
     // The head on the revealed rows, at most a network batch of positions at a time.
     let mut changed = vec![false; seqs.len()];
-    let chunk_rows = settings.batch_size.max(1) * l;
+    let chunk_rows = settings.batch_size.max(1).saturating_mul(l).max(1);
     for part in rows.chunks(chunk_rows) {
         let n = part.len();
         let mut h = Vec::new();

@@ -167,6 +167,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.repeats == 0 {
         bail!("--repeats must be ≥ 1");
     }
+    // One time per repetition is kept.
+    mdm_prime_core::limits::check_fits(
+        &format!("--warmup {} + --repeats {}", args.warmup, args.repeats),
+        args.warmup as u128 + args.repeats as u128,
+        8,
+    )?;
     let cache = match args.cache.as_str() {
         "sequence" => CacheMode::Sequence,
         "batch" => CacheMode::Batch,

@@ -4,6 +4,7 @@
 use anyhow::bail;
 use mdm_prime::eval::mean_stderr;
 use mdm_prime_core::Schedule;
+use mdm_prime_core::limits::check_fits;
 use mdm_prime_core::rng::step_seed;
 use mdm_prime_core::sampling::{isr_closed_form, nfe_expected, simulate_idle_steps};
 use rand::SeedableRng;
@@ -20,6 +21,25 @@ pub fn run(args: IsrArgs) -> anyhow::Result<()> {
     };
     if args.ell.contains(&0) || args.len == 0 || args.runs == 0 || args.steps.contains(&0) {
         bail!("--ell, --len, --steps and --runs must be ≥ 1");
+    }
+    // Sizes before anything is allocated: the time grid holds T + 1 times, the runs one count
+    // each, and ℓ·L must be a count.
+    for &steps in &args.steps {
+        check_fits(&format!("--steps {steps}"), steps as u128 + 1, 8)?;
+    }
+    check_fits(&format!("--runs {}", args.runs), args.runs as u128, 8)?;
+    for &ell in &args.ell {
+        if ell
+            .checked_mul(args.len)
+            .is_none_or(|n| n > i32::MAX as usize)
+        {
+            bail!(
+                "--ell {ell} × --len {} sub-tokens is more than this command simulates (at most \
+                 {}); lower --ell or --len",
+                args.len,
+                i32::MAX
+            );
+        }
     }
     if !args.json {
         println!(
@@ -46,7 +66,9 @@ pub fn run(args: IsrArgs) -> anyhow::Result<()> {
                     let mut rng = StdRng::seed_from_u64(step_seed(
                         args.seed,
                         r as u64,
-                        (ell * 100_003 + steps) as u64,
+                        (ell as u64)
+                            .wrapping_mul(100_003)
+                            .wrapping_add(steps as u64),
                     ));
                     simulate_idle_steps(&schedule, steps, n_sub, &mut rng) as f64
                 })

@@ -106,6 +106,7 @@ pub fn load_ema(
 ) -> anyhow::Result<(Network, PrimeTables)> {
     use burn::module::Module;
     let codec = cfg.codec()?;
+    cfg.check_model_memory()?;
     let model = load_module(Network::init(cfg, &codec, device)?, &run.ema())
         .with_context(|| format!("loading the EMA weights of {}", run.root.display()))?
         .valid();

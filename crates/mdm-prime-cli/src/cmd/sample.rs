@@ -8,6 +8,7 @@ use burn::tensor::Device;
 use mdm_prime::checkpoint::{RunDir, write_atomic};
 use mdm_prime::sampler::{CacheMode, SampleSettings, Template, sample};
 use mdm_prime_core::sampling::NoisePrecision;
+use mdm_prime_core::template::{parse_fix, parse_infill};
 use mdm_prime_core::{Codec, Tokenizer};
 use serde_json::json;
 
@@ -230,41 +231,8 @@ fn build_template(
         }
     }
     for spec in &args.fix {
-        let parsed = spec.split_once('=').and_then(|(pos, v)| {
-            pos.split_once('.')
-                .map(|(i, j)| (i.parse(), j.parse(), v.parse()))
-        });
-        let Some((Ok(i), Ok(j), Ok(v))) = parsed else {
-            bail!("--fix {spec}: write TOKEN.DIGIT=VALUE, e.g. 5.0=3");
-        };
+        let (i, j, v) = parse_fix(spec)?;
         template.fix_digit(codec, i, j, v)?;
     }
     Ok((template, len))
-}
-
-/// "Call me [MASK:5]. Some years ago [MASK:20] whale." → fixed tokens and `None` slots.
-fn parse_infill(text: &str, tok: &Tokenizer) -> anyhow::Result<Vec<Option<u32>>> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("[MASK:") {
-        out.extend(tok.encode(&rest[..start]).into_iter().map(Some));
-        let after = &rest[start + 6..];
-        let end = after
-            .find(']')
-            .with_context(|| format!("unclosed [MASK: in {text:?}"))?;
-        let n: usize = after[..end].trim().parse().with_context(|| {
-            format!(
-                "[MASK:{}] needs a token count, e.g. [MASK:5]",
-                &after[..end]
-            )
-        })?;
-        mdm_prime_core::limits::check_fits(&format!("[MASK:{n}] in --infill"), n as u128, 8)?;
-        out.extend(std::iter::repeat_n(None, n));
-        rest = &after[end + 1..];
-    }
-    out.extend(tok.encode(rest).into_iter().map(Some));
-    if !out.iter().any(Option::is_none) {
-        bail!("the --infill template has no [MASK:n] span to fill");
-    }
-    Ok(out)
 }

@@ -63,6 +63,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 
     // The device before the data: a GPU this binary or machine lacks is reported at once.
     let devices = mdm_prime::device::open(&cfg.device()?)?;
+    // Sizes before anything is allocated (images again once their shape is known).
+    cfg.check_training_memory()?;
     let data = load_data(&cfg, &cfg.data.source)?;
     let mut cfg = cfg;
     if let Some(shape) = data.image {
@@ -70,6 +72,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         cfg.data.image = Some(shape);
         cfg.data.seq_len = shape.tokens();
         cfg.validate()?;
+        cfg.check_training_memory()?;
         eprintln!(
             "data: {} — {} train / {} validation images of {shape} ({} tokens each, V = 256){}",
             data.source,

@@ -17,6 +17,7 @@ use crate::solver::{DrawMode, Solver, Tempering, Warp};
 use crate::subtoken::Codec;
 use crate::tokenizer::TokenizerKind;
 
+mod memory;
 mod model;
 pub use model::{DitConfig, ModelConfig, UnetConfig};
 
@@ -361,7 +362,9 @@ impl RunConfig {
 
     /// Reads a TOML file, applies overrides and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fsutil::read_input(path)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| Error::data(path, format!("not UTF-8 text ({e}); a config is TOML")))?;
         Self::from_toml_str(&text, &path.display().to_string(), overrides)
     }
 
@@ -387,6 +390,17 @@ impl RunConfig {
         let err = |k: &str, r: String| Err(Error::config(k, r));
         self.codec()?;
         self.schedule.validate()?;
+        if let Some(s) = self.data.image
+            && s.height
+                .checked_mul(s.width)
+                .and_then(|n| n.checked_mul(s.channels))
+                .is_none()
+        {
+            return err(
+                "data.image",
+                format!("{s} overflows a token count; leave data.image to the data"),
+            );
+        }
         let image = self.data.image.map(|s| (s.height, s.width, s.channels));
         self.model.validate(self.prime.ell, image)?;
         if self.model.unet().is_some() && self.data.kind != DataKind::Image {
@@ -502,6 +516,16 @@ impl RunConfig {
                 "log_every and checkpoint_every must be ≥ 1".into(),
             );
         }
+        // The solver is checked on its time grid of T + 1 times: a T that cannot fit is an
+        // error here, not an allocation abort.
+        crate::limits::check_fits(
+            &format!(
+                "sample.steps = {} (0 = data.seq_len = {}): the time grid",
+                self.sample.steps, self.data.seq_len
+            ),
+            self.sample_steps() as u128 + 1,
+            8,
+        )?;
         self.solver().validate(self.sample_steps())?;
         if self.eval.time_draws == 0 || self.eval.batch_size == 0 {
             return err(

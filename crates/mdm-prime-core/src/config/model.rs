@@ -237,6 +237,29 @@ impl UnetConfig {
                 "model.channels must be > 0",
             ));
         }
+        // Each level halves the image: 2^16 is beyond any image (and keeps 2^levels a usize).
+        if levels > 16 {
+            return Err(Error::config(
+                "model.channel_mult",
+                format!(
+                    "{levels} levels halve the image {} times; use at most 16",
+                    levels - 1
+                ),
+            ));
+        }
+        if let Some(&m) = self
+            .channel_mult
+            .iter()
+            .find(|&&m| m.checked_mul(self.channels).is_none())
+        {
+            return Err(Error::config(
+                "model.channel_mult",
+                format!(
+                    "a width of {m} × model.channels = {} overflows; use realistic widths",
+                    self.channels
+                ),
+            ));
+        }
         if ell == 0 || self.embed_dim == 0 || !self.embed_dim.is_multiple_of(ell) {
             return Err(Error::config(
                 "model.embed_dim",

@@ -136,7 +136,11 @@ fn le_u64(b: &[u8]) -> Option<u64> {
 /// Reads a cache file; `None` (a miss, never an error) when it is missing, unreadable, has the
 /// wrong magic, version, length or payload hash, or holds ids that do not fit the tokenizer.
 pub(super) fn read_cache(path: &Path, tokenizer: &Tokenizer) -> Option<(Vec<u32>, usize)> {
-    let bytes = fs::read(path).ok()?;
+    parse_cache(&crate::fsutil::read_input(path).ok()?, tokenizer)
+}
+
+/// [`read_cache`] on the bytes of a cache file.
+pub(crate) fn parse_cache(bytes: &[u8], tokenizer: &Tokenizer) -> Option<(Vec<u32>, usize)> {
     if bytes.len() < CACHE_HEADER_LEN || &bytes[..8] != CACHE_MAGIC {
         return None;
     }

@@ -152,7 +152,12 @@ pub(super) fn unreadable(path: &Path, e: std::io::Error) -> Error {
 
 /// Reads a UTF-8 text file; a leading byte-order mark is dropped.
 fn read_text(path: &Path) -> Result<String> {
-    let bytes = fs::read(path).map_err(|e| unreadable(path, e))?;
+    decode_text(path, crate::fsutil::read_input(path)?)
+}
+
+/// The bytes of the file at `path` as UTF-8 text, without a leading byte-order mark; not UTF-8
+/// is an error giving the offset and line of the first bad byte.
+pub(crate) fn decode_text(path: &Path, bytes: Vec<u8>) -> Result<String> {
     match String::from_utf8(bytes) {
         Ok(mut text) => {
             if text.starts_with('\u{feff}') {
@@ -208,7 +213,7 @@ fn json_type(v: &serde_json::Value) -> &'static str {
 }
 
 /// One document per non-blank line, each line a JSON object with a string field `"text"`.
-fn parse_json_lines(path: &Path, text: &str) -> Result<Vec<String>> {
+pub(crate) fn parse_json_lines(path: &Path, text: &str) -> Result<Vec<String>> {
     const FORMAT: &str = "each line must be one JSON object like {\"text\": \"...\"}";
     let mut docs = Vec::new();
     for (i, line) in text.lines().enumerate() {

@@ -45,3 +45,6 @@ pub use image::{
 };
 pub use tokens::{TokenStream, load_tokens, tokenize_documents};
 pub use unigram::unigram_nll;
+// The readers on bytes, for the fuzz targets (`crate::fuzz`).
+pub(crate) use cache::parse_cache;
+pub(crate) use corpus::{decode_text, parse_json_lines};

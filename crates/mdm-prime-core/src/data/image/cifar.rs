@@ -7,11 +7,9 @@
 //!
 //! Labels are dropped (the models here are unconditional).
 
-use std::fs;
 use std::path::Path;
 
 use super::{ImageShape, Images};
-use crate::data::corpus::unreadable;
 use crate::error::{Error, Result};
 
 /// CIFAR-10 image side (32) and channels (3).
@@ -25,7 +23,11 @@ pub const CIFAR_RECORD_BYTES: usize = 1 + SIDE * SIDE * CHANNELS;
 /// Errors ([`Error::Data`] naming the file): unreadable, empty (zero images), or a length that
 /// is not a multiple of 3073 (the file is truncated).
 pub fn read_cifar_batch(path: &Path) -> Result<Images> {
-    let bytes = fs::read(path).map_err(|e| unreadable(path, e))?;
+    parse_cifar_batch(path, &crate::fsutil::read_input(path)?)
+}
+
+/// [`read_cifar_batch`] on the bytes of the file at `path`.
+pub(crate) fn parse_cifar_batch(path: &Path, bytes: &[u8]) -> Result<Images> {
     if bytes.is_empty() {
         return Err(Error::data(
             path,

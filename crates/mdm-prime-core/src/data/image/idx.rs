@@ -10,7 +10,6 @@ use std::io::Read;
 use std::path::Path;
 
 use super::{ImageShape, Images};
-use crate::data::corpus::unreadable;
 use crate::error::{Error, Result};
 
 /// Magic number of an IDX image file: type u8 (0x08), 3 dimensions.
@@ -22,26 +21,46 @@ const IDX_HEADER_LEN: usize = 16;
 /// First two bytes of a gzip stream (RFC 1952).
 pub(crate) const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// Reads a file, gunzipping it when it starts with [`GZIP_MAGIC`]. Returns the (decompressed)
-/// bytes and whether it was compressed. Errors name the path.
-pub(crate) fn read_maybe_gzip(path: &Path) -> Result<(Vec<u8>, bool)> {
-    let raw = fs::read(path).map_err(|e| unreadable(path, e))?;
-    if !raw.starts_with(&GZIP_MAGIC) {
-        return Ok((raw, false));
-    }
-    let mut out = Vec::with_capacity(raw.len().saturating_mul(2));
-    flate2::read::MultiGzDecoder::new(raw.as_slice())
+/// Gunzips an IDX file, expanding only what its header says it holds (plus one byte, to tell a
+/// longer file): a header asking for more than the memory, or a gzip bomb, is refused before it
+/// is expanded. Returns the bytes and whether more followed them. Errors name the path.
+fn gunzip_idx(path: &Path, raw: &[u8]) -> Result<(Vec<u8>, bool)> {
+    let corrupt = |e: std::io::Error| {
+        Error::data(
+            path,
+            format!(
+                "gzip data is corrupt or cut short ({e}); download the file again, or check it \
+                 with `gzip -t`"
+            ),
+        )
+    };
+    let mut gz = flate2::read::MultiGzDecoder::new(raw);
+    let mut out = Vec::with_capacity(IDX_HEADER_LEN);
+    (&mut gz)
+        .take(IDX_HEADER_LEN as u64)
         .read_to_end(&mut out)
-        .map_err(|e| {
-            Error::data(
-                path,
-                format!(
-                    "gzip data is corrupt or cut short ({e}); download the file again, or \
-                     check it with `gzip -t`"
-                ),
-            )
-        })?;
-    Ok((out, true))
+        .map_err(corrupt)?;
+    if out.len() < IDX_HEADER_LEN || be_u32(&out, 0) != IDX_IMAGE_MAGIC {
+        return Ok((out, false)); // the header checks of the caller name the problem
+    }
+    let [count, rows, cols] = [4, 8, 12].map(|at| u128::from(be_u32(&out, at)));
+    let payload = count * rows * cols;
+    crate::limits::check_fits(
+        &format!(
+            "{} (its IDX header says {count} images of {rows}×{cols})",
+            path.display()
+        ),
+        payload,
+        1,
+    )?;
+    let payload = payload as u64; // fits: checked against the memory just above
+    out.reserve(payload as usize);
+    (&mut gz)
+        .take(payload + 1)
+        .read_to_end(&mut out)
+        .map_err(corrupt)?;
+    let longer = out.len() as u64 > IDX_HEADER_LEN as u64 + payload;
+    Ok((out, longer))
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
@@ -57,7 +76,17 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
 /// than 16 bytes, a magic number other than `0x00000803` (with the one found), zero images or a
 /// zero dimension, and a payload of the wrong length ("truncated: expected N bytes, found M").
 pub fn read_idx_images(path: &Path) -> Result<Images> {
-    let (bytes, gz) = read_maybe_gzip(path)?;
+    parse_idx_images(path, crate::fsutil::read_input(path)?)
+}
+
+/// [`read_idx_images`] on the bytes of the file at `path`.
+pub(crate) fn parse_idx_images(path: &Path, raw: Vec<u8>) -> Result<Images> {
+    let gz = raw.starts_with(&GZIP_MAGIC);
+    let (bytes, longer) = if gz {
+        gunzip_idx(path, &raw)?
+    } else {
+        (raw, false)
+    };
     let what = if gz { " (after gunzip)" } else { "" };
     if bytes.len() < IDX_HEADER_LEN {
         return Err(Error::data(
@@ -109,8 +138,9 @@ pub fn read_idx_images(path: &Path) -> Result<Images> {
             path,
             format!(
                 "{kind} IDX file: expected {expected} bytes for {count} images of {rows}×{cols}, \
-                 found {}{what}; download the file again",
-                bytes.len()
+                 found {}{}{what}; download the file again",
+                if longer { "more than " } else { "" },
+                bytes.len() - usize::from(longer)
             ),
         ));
     }
@@ -202,7 +232,7 @@ pub(crate) mod tests {
             assert_eq!(got.image(1), &[100, 101, 102, 110, 111, 112]);
             assert!(looks_like_idx(p));
         }
-        assert_eq!(read_maybe_gzip(&gz).unwrap(), (raw, true));
+        assert_eq!(gunzip_idx(&gz, &gzip(&raw)).unwrap(), (raw, false));
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub use cifar::{CIFAR_RECORD_BYTES, read_cifar_batch};
 pub use idx::{IDX_IMAGE_MAGIC, read_idx_images};
 pub use png::{GRID_GAP, read_png, read_png_folder, write_png_grid};
 pub use source::{FASHION_MNIST_DIR, ImageSource, load_image_dataset};
+// The readers on bytes, for the fuzz targets (`crate::fuzz`).
+pub(crate) use cifar::parse_cifar_batch;
+pub(crate) use idx::parse_idx_images;
+pub(crate) use png::decode_png;
 
 use serde::{Deserialize, Serialize};
 

@@ -4,14 +4,12 @@
 //! files are expanded to 8 bits by the decoder). Alpha is dropped: gray stays one channel, RGB
 //! three. 16-bit files are rejected (convert them to 8 bits).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use ::image::codecs::png::PngEncoder;
 use ::image::{DynamicImage, ExtendedColorType, ImageEncoder, ImageFormat};
 
 use super::{ImageShape, Images, check_pixels};
-use crate::data::corpus::unreadable;
 use crate::error::{Error, Result};
 
 /// Pixels between tiles in [`write_png_grid`].
@@ -24,8 +22,12 @@ const GAP_VALUE: u8 = 255;
 ///
 /// Errors ([`Error::Data`] naming the path): unreadable, not a PNG, or not 8 bits per channel.
 pub fn read_png(path: &Path) -> Result<(ImageShape, Vec<u8>)> {
-    let bytes = fs::read(path).map_err(|e| unreadable(path, e))?;
-    let img = ::image::load_from_memory_with_format(&bytes, ImageFormat::Png).map_err(|e| {
+    decode_png(path, &crate::fsutil::read_input(path)?)
+}
+
+/// [`read_png`] on the bytes of the file at `path`.
+pub(crate) fn decode_png(path: &Path, bytes: &[u8]) -> Result<(ImageShape, Vec<u8>)> {
+    let img = ::image::load_from_memory_with_format(bytes, ImageFormat::Png).map_err(|e| {
         Error::data(
             path,
             format!("not a readable PNG ({e}); pass 8-bit gray or RGB(A) .png files"),
@@ -182,6 +184,7 @@ pub(crate) fn write_png_atomic(
 pub(crate) mod tests {
     use super::*;
     use crate::data::test_util::{TempDir, err_text};
+    use std::fs;
 
     /// Writes a PNG of `color` with raw 8-bit `pixels` (for tests).
     pub(crate) fn write_raw(path: &Path, pixels: &[u8], w: u32, h: u32, color: ExtendedColorType) {

@@ -87,6 +87,7 @@ impl ImageSource {
         match fs::metadata(&path) {
             Ok(meta) if meta.is_dir() => from_dir(&path)?
                 .ok_or_else(|| Error::data(&path, format!("no image data found; {ACCEPTED}"))),
+            Ok(meta) if !meta.is_file() => Err(crate::fsutil::not_regular(&path, &meta)),
             Ok(_) if looks_like_idx(&path) => Ok(ImageSource::Idx {
                 train: path,
                 val: None,
