@@ -13,12 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 RUNS=${RUNS:-1000000}
 WORK=${WORK:-target/corpus}
-all="config corpus idx cifar png token_cache safetensors state_json infill fix observe"
+all="config corpus idx cifar png token_cache safetensors state_json infill fix observe npz device journal"
 max_len() {
   case $1 in
     cifar | png) echo 16384 ;;
     config | corpus | idx) echo 8192 ;;
-    token_cache | safetensors) echo 4096 ;;
+    token_cache | safetensors | npz) echo 4096 ;;
     *) echo 1024 ;;
   esac
 }

@@ -1,6 +1,7 @@
 //! The burn-free half of checkpoint files (docs/checkpoints.md): `state.json` ([`TrainState`])
 //! and safetensors files of flat f32 tensors with their FNV-1a checksum ([`serialize`],
-//! [`parse_safetensors`]). The `mdm-prime` crate turns these into and from module parameters;
+//! [`parse_safetensors`]), and the journal of a checkpoint being installed ([`Journal`]). The
+//! `mdm-prime` crate turns these into and from module parameters;
 //! keeping the byte-level reading here lets it be fuzzed without building burn.
 
 use std::collections::HashMap;
@@ -11,6 +12,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Fnv1a;
 use crate::error::{Error, Result};
+
+/// The commit record of a checkpoint being installed (`checkpoint.journal`): which temporary
+/// becomes which file, as names within the run directory. `mdm_prime::checkpoint` writes it
+/// between the temporaries and the renames and replays it after a crash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Journal {
+    pub renames: Vec<(String, String)>,
+}
+
+impl Journal {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads a journal; every name must be a plain file name (no separator, not `..`), so that
+    /// a damaged or hostile journal cannot rename anything outside the run directory.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let journal: Journal = serde_json::from_slice(bytes).map_err(|e| {
+            Error::data(
+                path,
+                format!(
+                    "unreadable checkpoint journal ({e}); it is written atomically, so this file \
+                     was damaged: check which checkpoint files load (`mdm-prime eval`) and \
+                     delete it"
+                ),
+            )
+        })?;
+        let plain = |n: &str| !n.is_empty() && !n.contains(['/', '\\', '\0']) && n != "..";
+        if let Some((tmp, dest)) = journal.renames.iter().find(|(t, d)| !plain(t) || !plain(d)) {
+            return Err(Error::data(
+                path,
+                format!("names a file outside the run directory ({tmp:?} → {dest:?})"),
+            ));
+        }
+        Ok(journal)
+    }
+}
 
 /// Progress that is not in the weights (`state.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -39,6 +39,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("infill", infill),
     ("fix", fix),
     ("observe", observe),
+    ("npz", npz),
+    ("device", device),
+    ("journal", journal),
 ];
 
 /// The memory the size checks allow inside a target: libFuzzer runs them with
@@ -200,5 +203,43 @@ pub fn observe(data: &[u8]) {
     let mut rng = StdRng::seed_from_u64(0);
     if let Ok(slots) = observed_slots(&obs, shape, 2, &mut rng) {
         assert_eq!(slots.len(), shape.tokens() * 2);
+    }
+}
+
+/// FID reference statistics (`.npz`: a zip of `.npy` arrays); what reads back is what
+/// writing it again gives.
+pub fn npz(data: &[u8]) {
+    setup();
+    if let Ok(stats) = crate::metrics::npz::read_stats(data) {
+        let again = crate::metrics::npz::write_stats(&stats).expect("readable stats write");
+        let back = crate::metrics::npz::read_stats(&again).expect("written stats read");
+        assert_eq!(back.mu.len(), stats.mu.len());
+        assert!(
+            back.mu
+                .iter()
+                .zip(&stats.mu)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "mu changed in a round trip"
+        );
+    }
+}
+
+/// `--device` / `[train] device`: an accepted list prints as a list that parses to itself.
+pub fn device(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(spec) = crate::device::DeviceSpec::parse(&text) {
+        let again = crate::device::DeviceSpec::parse(&spec.to_string()).expect("printed spec");
+        assert_eq!(again, spec);
+    }
+}
+
+/// `checkpoint.journal`: an accepted journal names only plain file names.
+pub fn journal(data: &[u8]) {
+    if let Ok(j) = crate::checkpoint::Journal::parse(Path::new("checkpoint.journal"), data) {
+        for (tmp, dest) in &j.renames {
+            for name in [tmp, dest] {
+                assert!(!name.contains('/') && name != ".." && !name.is_empty());
+            }
+        }
     }
 }

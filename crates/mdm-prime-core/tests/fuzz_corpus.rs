@@ -122,6 +122,18 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
         "infill" => vec![b"Call me [MASK:5]. Some years ago [MASK:20] whale.".to_vec()],
         "fix" => vec![b"5.0=3\n1.1=15\n0.0=0".to_vec()],
         "observe" => vec![b"left-half\ncenter:4\nborder:2\ndigits:0,1\nrandom:0.3".to_vec()],
+        "npz" => {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/npz/");
+            ["stats-numpy.npz", "stats-numpy-compressed.npz"]
+                .iter()
+                .map(|f| std::fs::read(format!("{dir}{f}")).expect("npz fixture"))
+                .collect()
+        }
+        "device" => vec![b"cuda:0,cuda:1".to_vec(), b"cpu".to_vec(), b"wgpu:2".to_vec()],
+        "journal" => vec![
+            br#"{"renames":[["model.safetensors.1.0.tmp","model.safetensors"],["state.json.1.3.tmp","state.json"]]}"#
+                .to_vec(),
+        ],
         other => panic!("no valid inputs for target {other}"),
     }
 }

@@ -20,8 +20,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
-use mdm_prime_core::checkpoint::{Loaded, parse_safetensors, serialize};
-use serde::{Deserialize, Serialize};
+use mdm_prime_core::checkpoint::{Journal, Loaded, parse_safetensors, serialize};
 
 use crate::Error;
 use crate::optim::AdamW;
@@ -197,12 +196,6 @@ pub fn module_file<M: Module>(
 /// installation that a crash interrupted.
 pub const JOURNAL: &str = "checkpoint.journal";
 
-/// The journal's content: which temporary becomes which file (names within the directory).
-#[derive(Serialize, Deserialize)]
-struct Journal {
-    renames: Vec<(String, String)>,
-}
-
 /// Writes several files of one directory as one checkpoint, so that a crash at any moment (kill
 /// -9, power loss after the syncs) leaves either the previous checkpoint or the new one, never a
 /// mix:
@@ -257,8 +250,7 @@ pub fn write_all_atomic(files: &[(PathBuf, Vec<u8>)]) -> Result<(), Error> {
             .collect(),
     };
     let journal_path = dir.join(JOURNAL);
-    let record = serde_json::to_vec(&journal)
-        .map_err(|e| Error::checkpoint(&journal_path, e.to_string()))?;
+    let record = journal.to_bytes();
     if let Err(e) = mdm_prime_core::fsutil::write_atomic(&journal_path, &record) {
         discard(&temps);
         return Err(Error::io(&journal_path, e));
@@ -292,22 +284,8 @@ pub fn recover(dir: &Path) -> Result<Recovery, Error> {
     let journal_path = dir.join(JOURNAL);
     match std::fs::read(&journal_path) {
         Ok(bytes) => {
-            let journal: Journal = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::checkpoint(
-                    &journal_path,
-                    format!(
-                        "unreadable checkpoint journal ({e}); it is written atomically, so this                          file was damaged: check which files are complete with `mdm-prime eval`                          and delete it"
-                    ),
-                )
-            })?;
+            let journal = Journal::parse(&journal_path, &bytes)?;
             for (tmp, dest) in &journal.renames {
-                let plain = |n: &str| !n.is_empty() && !n.contains(['/', '\\']) && n != "..";
-                if !plain(tmp) || !plain(dest) {
-                    return Err(Error::checkpoint(
-                        &journal_path,
-                        format!("names a file outside the run directory ({tmp:?} → {dest:?})"),
-                    ));
-                }
                 let tmp = dir.join(tmp);
                 if tmp.exists() {
                     std::fs::rename(&tmp, dir.join(dest)).map_err(|e| Error::io(&tmp, e))?;
