@@ -232,7 +232,7 @@ pub struct BenchArgs {
     /// Configurations: cpu-gpt2 (GPT-2 vocabulary), cpu-bytes, cpu-bytes-L128 / -L512 / -L1024 /
     /// -L2048 (bytes, no dropout, 2048 tokens a step), cpu-fmnist (the image U-Net), owt-small
     /// (the model of configs/owt-small.toml, L = 1024, one micro-batch of 16 sequences a step:
-    /// for a GPU), owt-tiny (the same vocabulary and L with D 128, 2 layers, batch 2, T = 16: a
+    /// for a GPU), owt-tiny (the same vocabulary and L with D 128, 2 layers, batch 2, T = 4: a
     /// CPU dry run of that code path); comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "cpu-gpt2,cpu-bytes")]
     pub config: Vec<String>,

@@ -94,7 +94,7 @@ fn bench_config(name: &str) -> anyhow::Result<RunConfig> {
 /// 12 heads, L = 1024, its schedule and objective) with one micro-batch of 16 sequences a step
 /// (`grad_accum` 1: the preset accumulates 32 of them per optimiser step; a timed step here is
 /// one of them, forward, backward and an optimiser update). `owt-tiny`: the same vocabulary, ℓ
-/// and L with D 128, 2 layers, 2 heads, batch 2 and T = 16 sampling steps, so the code path
+/// and L with D 128, 2 layers, 2 heads, batch 2 and T = 4 sampling steps, so the code path
 /// runs on a CPU in about a minute (a smoke test, not a measurement). The preset's precision is
 /// replaced by `--precision`, its device by `--device`.
 fn owt_config(name: &str) -> Option<anyhow::Result<RunConfig>> {
@@ -105,7 +105,7 @@ fn owt_config(name: &str) -> Option<anyhow::Result<RunConfig>> {
             "model.n_layers=2",
             "model.n_heads=2",
             "train.batch_size=2",
-            "sample.steps=16",
+            "sample.steps=4",
         ],
         _ => return None,
     };
