@@ -425,3 +425,54 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owt_small_is_the_preset_model_with_one_micro_batch_a_step() {
+        let cfg = bench_config("owt-small").unwrap();
+        let dit = cfg.model.dit().unwrap();
+        let sizes = (
+            dit.d_model,
+            dit.n_layers,
+            dit.n_heads,
+            dit.cond_dim,
+            dit.mlp_ratio,
+        );
+        assert_eq!(sizes, (768, 12, 12, 128, 4));
+        assert_eq!(dit.dropout, 0.1);
+        assert!(!dit.time_conditioning);
+        let codec = cfg.codec().unwrap();
+        // GPT-2: V = 50257, ℓ = 4, b = 15 (15⁴ = 50625 ≥ 50257 > 14⁴ = 38416).
+        assert_eq!(
+            (codec.vocab_size(), codec.ell(), codec.base()),
+            (50257, 4, 15)
+        );
+        assert!(cfg.prime.carry_over);
+        assert_eq!(cfg.data.seq_len, 1024);
+        assert_eq!((cfg.train.batch_size, cfg.train.grad_accum), (16, 1));
+        assert_eq!(cfg.sample_steps(), 1024);
+        let preset = RunConfig::from_toml_str(OWT_PRESET, "owt-small.toml", &[]).unwrap();
+        assert_eq!(cfg.model, preset.model);
+        assert_eq!(cfg.schedule, preset.schedule);
+        assert_eq!(cfg.train.objective, preset.train.objective);
+    }
+
+    #[test]
+    fn owt_tiny_keeps_vocabulary_and_length() {
+        let cfg = bench_config("owt-tiny").unwrap();
+        let dit = cfg.model.dit().unwrap();
+        assert_eq!((dit.d_model, dit.n_layers, dit.n_heads), (128, 2, 2));
+        assert_eq!(cfg.codec().unwrap().vocab_size(), 50257);
+        assert_eq!((cfg.data.seq_len, cfg.train.batch_size), (1024, 2));
+        assert_eq!(cfg.sample_steps(), 4);
+    }
+
+    #[test]
+    fn an_unknown_config_lists_the_owt_ones() {
+        let e = bench_config("owt-medium").unwrap_err().to_string();
+        assert!(e.contains("owt-small") && e.contains("owt-tiny"), "{e}");
+    }
+}
