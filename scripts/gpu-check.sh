@@ -17,9 +17,9 @@
 #   3. when PyTorch is importable (bench/.venv/bin/python first, else python3): bench/torch_ref.py
 #      on the same device with the fused attention (--sdpa): owt-small under bf16 autocast
 #      (training step and sampling) and at f32 (training step), then --configs at f32.
-# Without a GPU, `--device cpu` dry-runs every step (what CI's reviewers and a laptop can run);
-# `--dry-run` does so with the small `owt-tiny` in place of owt-small, no --configs, one warm-up
-# and one timed repetition: a smoke test of the whole script (minutes on 2 cores), no measurement.
+# Without a GPU, `--dry-run` runs every step on the CPU (what CI's reviewers and a laptop can run)
+# with the small `owt-tiny` in place of owt-small (hours on a CPU), no --configs, one warm-up and
+# one timed repetition: a smoke test of the whole script (minutes on 2 cores), no measurement.
 #
 # Options: --bin FILE (mdm-prime or mdm-prime.xz; default target/release/mdm-prime)
 #          --device D (default cuda:0)   --out DIR (default gpu-check-<date>)
