@@ -34,6 +34,15 @@ Usage:
     python bench/torch_ref.py --config cpu-bytes --check      # quick correctness checks
     python bench/torch_ref.py --config cpu-fmnist --workload sample --warmup 0 --repeats 1
     python bench/torch_ref.py --config cpu-fmnist --check
+    python bench/torch_ref.py --config owt-small --workload train-step \
+        --device cuda --autocast bf16 --sdpa --json            # on a GPU (scripts/gpu-check.sh)
+
+Devices: --device cuda puts the model and every batch on the GPU. The training batches (tokens,
+times, masks) are drawn on the host from the same seeded CPU generator as on the CPU and copied
+over; the sampler draws its noise from a generator on the device (a [B, L, V] float64 race per
+step cannot cross PCIe in reasonable time), so sampled ids differ from the CPU's. --autocast bf16
+runs the forward and loss (training) and the whole sampler under torch.autocast(bfloat16) on the
+device type; parameters, optimiser state, EMA and races stay float32 / float64.
 
 Dependencies: torch (and the standard library) only.
 """
@@ -41,6 +50,7 @@ Dependencies: torch (and the standard library) only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import resource
@@ -70,6 +80,14 @@ CONFIGS = {
                                cond_dim=128, mlp_ratio=4, dropout=0.0, seq_len=l,
                                batch_size=2048 // l)
        for l in (128, 512, 1024, 2048)},
+    # The model of configs/owt-small.toml (names match `mdm-prime bench --config owt-small`): GPT-2
+    # vocabulary, ell = 4, D 768, 12 layers, 12 heads, cond 128, L = 1024, dropout 0.1; one
+    # micro-batch of 16 sequences a step (the preset accumulates 32 per optimiser step). For a GPU.
+    "owt-small": dict(vocab_size=50257, ell=4, d_model=768, n_layers=12, n_heads=12, cond_dim=128,
+                      mlp_ratio=4, dropout=0.1, seq_len=1024, batch_size=16),
+    # Its code path at a size a CPU runs in about a minute (a dry run, not a measurement).
+    "owt-tiny": dict(vocab_size=50257, ell=4, d_model=128, n_layers=2, n_heads=2, cond_dim=128,
+                     mlp_ratio=4, dropout=0.1, seq_len=1024, batch_size=2, sample_steps=4),
     # configs/fmnist-cpu.toml as `mdm-prime bench --config cpu-fmnist` runs it: 28 x 28 x 1
     # synthetic uniform images (L = 784 pixel tokens, V = 256, ell = 2, b = 16), batch 16.
     "cpu-fmnist": dict(kind="unet", vocab_size=256, ell=2, height=28, width=28, image_channels=1,
@@ -133,22 +151,29 @@ class Codec:
         powers = torch.tensor([self.base ** (ell - 1 - j) for j in range(ell)], dtype=torch.long)
         self.powers = powers
         self.digit_table = (x[:, None] // powers[None, :]) % self.base        # [V, ell]
+        self._tables = {self.digit_table.device: (self.digit_table, self.powers)}
+
+    def tables(self, device: torch.device):
+        """(digit_table, powers) on `device`, copied there on first use."""
+        if device not in self._tables:
+            self._tables[device] = (self.digit_table.to(device), self.powers.to(device))
+        return self._tables[device]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[..., L] token ids -> [..., L, ell] digits."""
-        return self.digit_table[x]
+        return self.tables(x.device)[0][x]
 
     def decode(self, y: torch.Tensor) -> torch.Tensor:
         """[..., L, ell] digits (no masks) -> [..., L] codes (may be >= V without carry-over)."""
-        return (y * self.powers).sum(-1)
+        return (y * self.tables(y.device)[1]).sum(-1)
 
     def consistent(self, yt: torch.Tensor) -> torch.Tensor:
         """allowed[b, i, x]: token x agrees with every revealed digit of yt[b, i, :] (§5.1).
         yt: [B, L, ell] -> [B, L, V] bool."""
-        allowed = None
+        allowed, table = None, self.tables(yt.device)[0]
         for j in range(self.ell):
             yj = yt[..., j:j + 1]                                              # [B, L, 1]
-            ok = (self.digit_table[:, j] == yj) | (yj == self.mask_id)         # [B, L, V]
+            ok = (table[:, j] == yj) | (yj == self.mask_id)                    # [B, L, V]
             allowed = ok if allowed is None else allowed.logical_and_(ok)
         return allowed
 
@@ -199,7 +224,8 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, sigma):
         half = self.FREQ_DIM // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+        freqs = torch.exp(-math.log(10000.0)
+                          * torch.arange(half, dtype=torch.float32, device=sigma.device) / half)
         args = sigma[:, None].float() * freqs[None]
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         return self.mlp(emb)
@@ -280,10 +306,11 @@ class PrimeDiT(nn.Module):
         self.head = zero_linear(d_model, codec.vocab_size)
         self._rotary = {}
 
-    def rotary(self, seq_len):
-        if seq_len not in self._rotary:
-            self._rotary[seq_len] = rotary_tables(seq_len, self.d_model // self.n_heads)
-        return self._rotary[seq_len]
+    def rotary(self, seq_len, device):
+        if (seq_len, device) not in self._rotary:
+            tables = rotary_tables(seq_len, self.d_model // self.n_heads)
+            self._rotary[seq_len, device] = tuple(t.to(device) for t in tables)
+        return self._rotary[seq_len, device]
 
     def logits(self, yt_flat: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """yt_flat: [B, L*ell] sub-tokens (mask id b) -> logits [B, L, V]."""
@@ -293,7 +320,7 @@ class PrimeDiT(nn.Module):
         if not self.time_conditioning:
             sigma = torch.zeros_like(sigma)
         c = F.silu(self.sigma_map(sigma))
-        cos, sin = self.rotary(l)
+        cos, sin = self.rotary(l, x.device)
         for block in self.blocks:
             x = block(x, c, cos, sin)
         shift, scale = self.adaLN_final(c)[:, None].chunk(2, dim=2)
@@ -626,7 +653,7 @@ def noised_batch(codec: Codec, x0: torch.Tensor, gen: torch.Generator):
 
 def paper_loss(model: PrimeDiT, x0, yt_flat, t):
     """mean over all B*L tokens of -log p(x0 | y_t) * w(t), w = 1/t for log-linear."""
-    sigma = torch.zeros(x0.shape[0])                 # time conditioning off
+    sigma = torch.zeros(x0.shape[0], device=x0.device)      # time conditioning off
     lp = model.log_probs(yt_flat, sigma, carry_over=True)
     nll = -lp.gather(-1, x0[..., None]).squeeze(-1)                          # [B, L]
     weight = (1.0 / t).float()                                               # [B]
@@ -670,13 +697,26 @@ def cross_entropy_loss(model: PrimeUNet, x0, yt_flat):
 # Training step (design §8.1): clip 1.0, AdamW, EMA.
 # ----------------------------------------------------------------------------------------------
 
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def autocast(device: torch.device, dtype: str | None):
+    """torch.autocast(dtype) on the device's type, or nothing (dtype None)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype={"bf16": torch.bfloat16}[dtype])
+
+
 class Trainer:
     """lr, betas and the EMA decay come from the config (the image config sets its own); the
-    text configs use LR, BETAS, EMA_DECAY."""
+    text configs use LR, BETAS, EMA_DECAY. The batch is drawn on the host and copied to the
+    model's device; `amp` ("bf16" or None) is the autocast around forward and loss."""
 
-    def __init__(self, codec, model, seed=SEED, cfg=None):
+    def __init__(self, codec, model, seed=SEED, cfg=None, amp=None):
         cfg = cfg or {}
         self.codec, self.model, self.cfg = codec, model, cfg
+        self.device, self.amp = model_device(model), amp
         self.image = cfg.get("kind", "dit") == "unet"
         self.ema_decay = cfg.get("ema_decay", EMA_DECAY)
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.get("lr", LR),
@@ -693,10 +733,14 @@ class Trainer:
         self.model.train()
         if self.image:
             x0, yt, _ = image_noised_batch(self.codec, self.cfg, x0, self.gen)
-            loss = cross_entropy_loss(self.model, x0, yt)
+            x0, yt = x0.to(self.device), yt.to(self.device)
+            with autocast(self.device, self.amp):
+                loss = cross_entropy_loss(self.model, x0, yt)
         else:
             yt, t = noised_batch(self.codec, x0, self.gen)
-            loss = paper_loss(self.model, x0, yt, t)
+            x0, yt, t = x0.to(self.device), yt.to(self.device), t.to(self.device)
+            with autocast(self.device, self.amp):
+                loss = paper_loss(self.model, x0, yt, t)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
@@ -718,7 +762,7 @@ class Trainer:
 def sample_categorical_race(probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Exponential race in float64: argmax(p / E), E = -log(U + tiny). probs [..., V] -> [...]."""
     p64 = probs.to(torch.float64)
-    e = torch.rand(p64.shape, dtype=torch.float64, generator=gen)
+    e = torch.rand(p64.shape, dtype=torch.float64, generator=gen, device=p64.device)
     e.add_(torch.finfo(torch.float64).tiny).log_().neg_()
     torch.div(p64, e, out=e)
     del p64
@@ -728,13 +772,13 @@ def sample_categorical_race(probs: torch.Tensor, gen: torch.Generator) -> torch.
 @torch.inference_mode()
 def sample(model: PrimeDiT, codec: Codec, batch: int, seq_len: int, steps: int,
            gen: torch.Generator, carry_over=True):
-    """Returns (tokens [B, L], nfe)."""
+    """Returns (tokens [B, L], nfe). `gen` lives on the model's device."""
     model.eval()
-    ell, mask = codec.ell, codec.mask_id
-    y = torch.full((batch, seq_len * ell), mask, dtype=torch.long)
+    ell, mask, device = codec.ell, codec.mask_id, model_device(model)
+    y = torch.full((batch, seq_len * ell), mask, dtype=torch.long, device=device)
     timesteps = torch.linspace(1.0, SAMPLE_T_MIN, steps + 1, dtype=torch.float64)
     dt = (1.0 - SAMPLE_T_MIN) / steps
-    sigma = torch.zeros(batch)
+    sigma = torch.zeros(batch, device=device)
     probs, nfe = None, 0
     for k in range(steps):
         t = timesteps[k].item()
@@ -745,7 +789,8 @@ def sample(model: PrimeDiT, codec: Codec, batch: int, seq_len: int, steps: int,
             nfe += 1
         x_hat = sample_categorical_race(probs, gen)                          # [B, L]
         y_hat = codec.encode(x_hat).reshape(batch, seq_len * ell)
-        reveal = torch.rand(y.shape, dtype=torch.float64, generator=gen) < (mc_t - mc_s) / mc_t
+        reveal = (torch.rand(y.shape, dtype=torch.float64, generator=gen, device=device)
+                  < (mc_t - mc_s) / mc_t)
         y_new = torch.where((y == mask) & reveal, y_hat, y)
         if not torch.equal(y_new, y) or model.time_conditioning:
             probs = None
@@ -763,8 +808,9 @@ def digit_marginals(codec: Codec, probs: torch.Tensor) -> torch.Tensor:
     """p_j(v) = sum_{x : f(x)_j = v} p(x) for every digit slot: [..., V] -> [..., ell, b] (float64)."""
     p64 = probs.to(torch.float64)
     out = p64.new_zeros(p64.shape[:-1] + (codec.ell, codec.base))
+    table = codec.tables(p64.device)[0]
     for j in range(codec.ell):
-        out[..., j, :].index_add_(-1, codec.digit_table[:, j], p64)
+        out[..., j, :].index_add_(-1, table[:, j], p64)
     return out
 
 
@@ -777,11 +823,12 @@ def sample_image(model: PrimeUNet, codec: Codec, cfg, batch: int, steps: int,
     probability (alpha_s - alpha_t)/(1 - alpha_t); a revealed digit takes a float64
     exponential-race draw from its digit marginal of softmax(logits) (draw = "marginals", no
     filter). No caching: the network runs at every step (the public image code; NFE = T).
-    Returns (tokens [B, L] with codes >= V replaced by 0, nfe, invalid codes)."""
+    Returns (tokens [B, L] with codes >= V replaced by 0, nfe, invalid codes). `gen` lives on
+    the model's device."""
     model.eval()
     ell, mask, l = codec.ell, codec.mask_id, cfg["seq_len"]
-    n = cfg["schedule_n"]
-    y = torch.full((batch, l * ell), mask, dtype=torch.long)
+    n, device = cfg["schedule_n"], model_device(model)
+    y = torch.full((batch, l * ell), mask, dtype=torch.long, device=device)
     grid = [(1.0 - i / steps) ** 1.7 for i in range(steps + 1)]
     nfe = 0
 
@@ -797,7 +844,8 @@ def sample_image(model: PrimeUNet, codec: Codec, cfg, batch: int, steps: int,
         p = min(max((a_s - a_t) / (1.0 - a_t), 0.0), 1.0)
         d = draw(y, t)
         nfe += 1
-        reveal = (y == mask) & (torch.rand(y.shape, dtype=torch.float64, generator=gen) < p)
+        reveal = (y == mask) & (torch.rand(y.shape, dtype=torch.float64, generator=gen,
+                                           device=device) < p)
         y = torch.where(reveal, d, y)
     if bool((y == mask).any()):          # noise removal (never reached on this grid: p = 1 last)
         y = torch.where(y == mask, draw(y, grid[-1]), y)
@@ -821,13 +869,15 @@ def run_bench(args) -> dict:
         cfg["batch_size"] = args.batch
     torch.manual_seed(SEED)
     codec, model = build_model(cfg, use_sdpa=args.sdpa)
+    device = torch.device(args.device)
+    model.to(device)                  # the same initial weights as on the CPU (built there)
     image = cfg.get("kind", "dit") == "unet"
     b, l = cfg["batch_size"], cfg["seq_len"]
     times, nfes, losses = [], [], []
     body, head = forward_flops(cfg)
 
     if args.workload == "train-step":
-        trainer = Trainer(codec, model, cfg=cfg)
+        trainer = Trainer(codec, model, cfg=cfg, amp=args.autocast)
         # Forward + backward ~ 3 x forward (flops.rs); this port runs the head on every position.
         flops_per_run = 3.0 * b * (body + l * head)
 
@@ -836,23 +886,30 @@ def run_bench(args) -> dict:
             losses.append(trainer.step(x0))
     else:
         steps = args.steps or cfg.get("sample_steps", l)
-        gen = torch.Generator().manual_seed(SEED + 7)
+        gen = torch.Generator(device=device).manual_seed(SEED + 7)
         model.eval()
 
         def once():
-            if image:
-                tokens, nfe, _ = sample_image(model, codec, cfg, b, steps, gen)
-            else:
-                tokens, nfe = sample(model, codec, b, l, steps, gen)
+            with autocast(device, args.autocast):
+                if image:
+                    tokens, nfe, _ = sample_image(model, codec, cfg, b, steps, gen)
+                else:
+                    tokens, nfe = sample(model, codec, b, l, steps, gen)
             assert tokens.shape == (b, l)
             nfes.append(nfe)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     for _ in range(args.warmup):
         once()
     nfes.clear()
     for _ in range(args.repeats):
+        sync()
         t0 = time.perf_counter()
         once()
+        sync()
         times.append((time.perf_counter() - t0) * 1e3)
 
     med = statistics.median(times)
@@ -863,6 +920,8 @@ def run_bench(args) -> dict:
         "torch_version": torch.__version__,
         "config": args.config,
         "workload": args.workload,
+        "device": args.device,
+        "autocast": args.autocast or "off",
         "threads": torch.get_num_threads(),
         "warmup": args.warmup,
         "repeats": args.repeats,
@@ -881,6 +940,9 @@ def run_bench(args) -> dict:
         "model_gflop": flops_per_run / 1e9,
         "gflops": flops_per_run / (med / 1e3) / 1e9,
     }
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+        out["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     if args.workload == "sample":
         out["nfe_mean"] = statistics.mean(nfes)
         out["steps"] = steps
@@ -1123,12 +1185,21 @@ def main(argv=None) -> int:
     ap.add_argument("--sdpa", action="store_true",
                     help="use F.scaled_dot_product_attention instead of matmul+softmax")
     ap.add_argument("--steps", type=int, default=0,
-                    help="sampler steps T (default: L = 128, cpu-fmnist 256; quick checks only)")
+                    help="sampler steps T (default: L = 128, owt-small 1024; owt-tiny 4, "
+                         "cpu-fmnist 256; quick checks only)")
     ap.add_argument("--batch", type=int, default=0,
-                    help="override the batch size (default 16, cpu-fmnist 32; quick checks only)")
+                    help="override the batch size (default 16, owt-tiny 2, cpu-fmnist 32; quick "
+                         "checks only)")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (default) or cuda[:N]: where the model and batches live (benchmarks; "
+                         "--check runs on the CPU)")
+    ap.add_argument("--autocast", choices=("bf16",), default=None,
+                    help="run forward and loss (and the sampler) under torch.autocast(bfloat16)")
     ap.add_argument("--check", action="store_true", help="run the correctness checks and exit")
     ap.add_argument("--check-steps", type=int, default=30)
     args = ap.parse_args(argv)
+    if args.device.split(":")[0] not in ("cpu", "cuda"):
+        ap.error(f"--device {args.device}: use cpu or cuda[:N]")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.check:

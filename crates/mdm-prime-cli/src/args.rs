@@ -230,8 +230,10 @@ pub struct IsrArgs {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Configurations: cpu-gpt2 (GPT-2 vocabulary), cpu-bytes, cpu-bytes-L128 / -L512 / -L1024 /
-    /// -L2048 (bytes, no dropout, 2048 tokens a step), cpu-fmnist (the image U-Net);
-    /// comma-separated.
+    /// -L2048 (bytes, no dropout, 2048 tokens a step), cpu-fmnist (the image U-Net), owt-small
+    /// (the model of configs/owt-small.toml, L = 1024, one micro-batch of 16 sequences a step:
+    /// for a GPU), owt-tiny (the same vocabulary and L with D 128, 2 layers, batch 2, T = 4: a
+    /// CPU dry run of that code path); comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "cpu-gpt2,cpu-bytes")]
     pub config: Vec<String>,
     /// Workloads: train-step, sample; comma-separated.
@@ -256,6 +258,10 @@ pub struct BenchArgs {
     /// Where to run: cpu (default), cuda[:N] or wgpu[:N] (GPU builds: README, "GPUs").
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// `[train] precision` of every config: f32, or bf16 (the DiT's matmuls in bfloat16; `mfu`
+    /// of a training step is then against the measured bf16 GEMM peak).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    pub precision: String,
 }
 
 #[derive(Debug, Args)]

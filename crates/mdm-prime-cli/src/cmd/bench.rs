@@ -1,18 +1,20 @@
 //! `mdm-prime bench`: fixed, named workloads timed after warm-up (median, min, max), with peak
-//! RSS and achieved GFLOP/s from an analytic FLOP count next to this machine's measured f32 GEMM
-//! peak (model FLOP utilisation). A benchmark, not a test: nothing here asserts a time.
+//! RSS and achieved GFLOP/s from an analytic FLOP count next to this device's measured GEMM peak
+//! (model FLOP utilisation) in the precision of the workload's matmuls. A benchmark, not a test:
+//! nothing here asserts a time.
 
 use std::time::Instant;
 
 use anyhow::bail;
 use burn::module::Module;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, FloatDType, Tensor};
 use mdm_prime::checkpoint::RunDir;
 use mdm_prime::eval::mean_stderr;
 use mdm_prime::sampler::{CacheMode, Template, sample};
 use mdm_prime::train::Trainer;
-use mdm_prime_core::config::RunConfig;
+use mdm_prime_core::config::{Precision, RunConfig};
 use mdm_prime_core::data::Dataset;
+use mdm_prime_core::device::Accelerator;
 use mdm_prime_core::flops::forward_flops;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -23,6 +25,9 @@ use crate::args::BenchArgs;
 /// configs/fmnist-cpu.toml, the image workload's network and sampler.
 const FMNIST_PRESET: &str = include_str!("../../../../configs/fmnist-cpu.toml");
 
+/// configs/owt-small.toml, the model of the `owt-small` and `owt-tiny` workloads.
+const OWT_PRESET: &str = include_str!("../../../../configs/owt-small.toml");
+
 /// The lengths of the `cpu-bytes-L<L>` sweep (issue #10 point 6).
 const SWEEP_LENGTHS: [usize; 4] = [128, 512, 1024, 2048];
 /// Tokens per step in the sweep: batch = `SWEEP_TOKENS / L`.
@@ -32,8 +37,12 @@ const SWEEP_TOKENS: usize = 2048;
 /// 4 layers, 4 heads, L = 128, batch 16, with the GPT-2 or the byte vocabulary), `cpu-bytes-L<L>`
 /// for L in 128, 512, 1024, 2048 (the byte config with no dropout and batch 2048 / L, so every
 /// step has 2048 tokens: how attention scales with L) and `cpu-fmnist` (the image quick start's
-/// U-Net on 28 × 28 × 1 images, ℓ = 2, batch 32, T = 196).
+/// U-Net on 28 × 28 × 1 images, ℓ = 2, batch 32, T = 196), `owt-small` / `owt-tiny` (the model
+/// of configs/owt-small.toml, see [`owt_config`]).
 fn bench_config(name: &str) -> anyhow::Result<RunConfig> {
+    if let Some(cfg) = owt_config(name) {
+        return cfg;
+    }
     let sweep = name
         .strip_prefix("cpu-bytes-L")
         .and_then(|l| l.parse::<usize>().ok())
@@ -59,7 +68,7 @@ fn bench_config(name: &str) -> anyhow::Result<RunConfig> {
         }
         other => bail!(
             "unknown bench config {other}: use cpu-gpt2, cpu-bytes, cpu-bytes-L<L> (L in \
-             {SWEEP_LENGTHS:?}) or cpu-fmnist"
+             {SWEEP_LENGTHS:?}), cpu-fmnist, owt-small or owt-tiny"
         ),
     };
     let o: Vec<String> = [
@@ -79,6 +88,33 @@ fn bench_config(name: &str) -> anyhow::Result<RunConfig> {
     ]
     .to_vec();
     Ok(RunConfig::from_toml_str("", name, &o)?)
+}
+
+/// `owt-small`: configs/owt-small.toml (GPT-2 vocabulary, ℓ = 4, carry-over, D 768, 12 layers,
+/// 12 heads, L = 1024, its schedule and objective) with one micro-batch of 16 sequences a step
+/// (`grad_accum` 1: the preset accumulates 32 of them per optimiser step; a timed step here is
+/// one of them, forward, backward and an optimiser update). `owt-tiny`: the same vocabulary, ℓ
+/// and L with D 128, 2 layers, 2 heads, batch 2 and T = 4 sampling steps, so the code path
+/// runs on a CPU in about a minute (a smoke test, not a measurement). The preset's precision is
+/// replaced by `--precision`, its device by `--device`.
+fn owt_config(name: &str) -> Option<anyhow::Result<RunConfig>> {
+    let size: &[&str] = match name {
+        "owt-small" => &["train.batch_size=16"],
+        "owt-tiny" => &[
+            "model.d_model=128",
+            "model.n_layers=2",
+            "model.n_heads=2",
+            "train.batch_size=2",
+            "sample.steps=4",
+        ],
+        _ => return None,
+    };
+    let o: Vec<String> = ["name=\"bench\"", "train.grad_accum=1"]
+        .iter()
+        .chain(size)
+        .map(|s| s.to_string())
+        .collect();
+    Some(RunConfig::from_toml_str(OWT_PRESET, "configs/owt-small.toml", &o).map_err(Into::into))
 }
 
 /// The expected fraction of tokens with at least one masked sub-token in a training batch,
@@ -104,24 +140,73 @@ fn stats(ms: &mut [f64]) -> (f64, f64, f64) {
     (median, ms[0], ms[ms.len() - 1])
 }
 
-/// The f32 GEMM throughput of the backend on this machine (GFLOP/s, best of two shapes).
-fn gemm_peak(device: &Device) -> f64 {
+/// The GEMM throughput of the backend on `device` (GFLOP/s, best of the shapes), with f32
+/// operands or, for bf16, operands cast to bfloat16 as `linear_bf16` (crates/mdm-prime,
+/// model/block.rs) casts them (accumulated as the backend does). On a
+/// CPU: the shapes of the small models, one product a timing. On a GPU, where such a product
+/// takes microseconds and a launch or a sync would dominate: a 4096³ product and owt-small's
+/// MLP product (16 × 1024 rows, 768 → 3072), 10 products a timing. Timed to `device.sync()`.
+fn gemm_peak(device: &Device, precision: Precision, gpu: bool) -> anyhow::Result<f64> {
+    let (shapes, per_timing): (&[(usize, usize, usize)], usize) = match gpu {
+        false => (&[(2048, 256, 1024), (1024, 1024, 1024)], 1),
+        true => (&[(4096, 4096, 4096), (16384, 768, 3072)], 10),
+    };
     let mut best: f64 = 0.0;
-    for (m, k, n) in [(2048usize, 256usize, 1024usize), (1024, 1024, 1024)] {
-        let a = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), device);
-        let b = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), device);
-        let _ = a.clone().matmul(b.clone()).into_data();
-        let mut ms: Vec<f64> = (0..7)
-            .map(|_| {
-                let t = Instant::now();
-                let _ = a.clone().matmul(b.clone()).into_data();
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
+    for &(m, k, n) in shapes {
+        let operand = |rows, cols| {
+            let x = Tensor::<2>::random([rows, cols], Distribution::Normal(0.0, 1.0), device);
+            match precision {
+                Precision::F32 => x,
+                Precision::Bf16 => x.cast(FloatDType::BF16),
+            }
+        };
+        let (a, b) = (operand(m, k), operand(k, n));
+        let time_ms = || -> anyhow::Result<f64> {
+            let t = Instant::now();
+            // Held until the sync, so that no backend can skip a product nobody reads.
+            let products: Vec<Tensor<2>> = (0..per_timing)
+                .map(|_| a.clone().matmul(b.clone()))
+                .collect();
+            device.sync()?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            drop(products);
+            Ok(ms)
+        };
+        time_ms()?; // warm-up: allocation, kernel selection
+        let mut ms = (0..7)
+            .map(|_| time_ms())
+            .collect::<anyhow::Result<Vec<f64>>>()?;
         let (med, _, _) = stats(&mut ms);
-        best = best.max(2.0 * (m * k * n) as f64 / (med * 1e-3) / 1e9);
+        best = best.max(2.0 * (m * k * n * per_timing) as f64 / (med * 1e-3) / 1e9);
     }
-    best
+    Ok(best)
+}
+
+/// The GEMM peaks a workload is measured against: f32 always, bf16 when training in bf16.
+struct Peaks {
+    f32: f64,
+    bf16: Option<f64>,
+}
+
+impl Peaks {
+    fn measure(device: &Device, precision: Precision, gpu: bool) -> anyhow::Result<Self> {
+        Ok(Peaks {
+            f32: gemm_peak(device, Precision::F32, gpu)?,
+            bf16: match precision {
+                Precision::F32 => None,
+                Precision::Bf16 => Some(gemm_peak(device, Precision::Bf16, gpu)?),
+            },
+        })
+    }
+
+    /// The peak of the precision a workload's matmuls run in: a bf16 training step in bf16;
+    /// sampling in f32 whatever the training precision (it runs the EMA, which is f32).
+    fn of(&self, workload: &str) -> (&'static str, f64) {
+        match (workload, self.bf16) {
+            ("train-step", Some(p)) => ("bf16", p),
+            _ => ("f32", self.f32),
+        }
+    }
 }
 
 fn peak_rss_mib() -> f64 {
@@ -179,11 +264,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "off" => CacheMode::Off,
         other => bail!("--cache {other}: use sequence, batch or off"),
     };
-    let device = mdm_prime::device::parse_one(&args.device, "bench")?;
-    let peak = gemm_peak(&device);
+    let precision = match args.precision.as_str() {
+        "f32" => Precision::F32,
+        "bf16" => Precision::Bf16,
+        other => bail!("--precision {other}: use f32 or bf16"),
+    };
+    let spec = mdm_prime::device::parse(&args.device)?;
+    let device = mdm_prime::device::open_one(&spec, "bench")?;
+    let gpu = spec.accelerator != Accelerator::Cpu;
+    let backend = if gpu { spec.accelerator.name() } else { "flex" };
+    let peaks = Peaks::measure(&device, precision, gpu)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     for name in &args.config {
-        let cfg = bench_config(name)?;
+        let mut cfg = bench_config(name)?;
+        cfg.train.precision = precision;
+        cfg.train.device = args.device.clone();
         let codec = cfg.codec()?;
         let vocab = codec.vocab_size();
         let data = synthetic_data(&cfg, vocab);
@@ -288,22 +383,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let _ = std::fs::remove_dir_all(&dir);
             let (median, min, max) = stats(&mut ms);
             let gflops = flops / (median * 1e-3) / 1e9;
+            let (matmuls, peak) = peaks.of(workload);
+            // One timed train-step is one optimiser step on `batch` sequences (`grad_accum` is
+            // 1 in every bench config: for owt-small, one micro-batch of the preset's step).
             let mut v = json!({
-                "impl": "rust-burn-flex", "config": name, "workload": workload,
+                "impl": format!("rust-burn-{backend}"), "device": args.device,
+                "config": name, "workload": workload,
+                "precision": cfg.train.precision, "matmul_precision": matmuls,
+                "batch": b, "seq_len": l, "grad_accum": cfg.train.grad_accum,
                 "warmup": args.warmup, "repeats": args.repeats, "threads": threads,
                 "median_ms": median, "min_ms": min, "max_ms": max,
                 "tokens_per_s": (b * l) as f64 / (median * 1e-3),
                 "peak_rss_mib": peak_rss_mib(),
-                "gflops": gflops, "gemm_peak_gflops": peak, "mfu": gflops / peak,
+                "gflops": gflops, "gemm_peak_gflops": peaks.f32, "mfu": gflops / peak,
             });
-            if let (Some(obj), Some(more)) = (v.as_object_mut(), extra.as_object()) {
-                obj.extend(more.clone());
+            if let Some(obj) = v.as_object_mut() {
+                if let Some(p) = peaks.bf16 {
+                    obj.insert("gemm_peak_bf16_gflops".into(), json!(p));
+                }
+                if let Some(more) = extra.as_object() {
+                    obj.extend(more.clone());
+                }
             }
             if args.json {
                 println!("{v}");
             } else {
                 println!(
-                    "{name:>10} {workload:>10}: median {median:8.1} ms (min {min:.1}, max {max:.1}), {:.0} tokens/s, {gflops:.1} GFLOP/s = {:.0}% of GEMM peak {peak:.1}, peak RSS {:.0} MiB{}",
+                    "{name:>10} {workload:>10}: median {median:8.1} ms (min {min:.1}, max {max:.1}), {:.0} tokens/s, {gflops:.1} GFLOP/s = {:.0}% of {matmuls} GEMM peak {peak:.1}, peak RSS {:.0} MiB{}",
                     (b * l) as f64 / (median * 1e-3),
                     100.0 * gflops / peak,
                     peak_rss_mib(),
@@ -324,4 +430,55 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owt_small_is_the_preset_model_with_one_micro_batch_a_step() {
+        let cfg = bench_config("owt-small").unwrap();
+        let dit = cfg.model.dit().unwrap();
+        let sizes = (
+            dit.d_model,
+            dit.n_layers,
+            dit.n_heads,
+            dit.cond_dim,
+            dit.mlp_ratio,
+        );
+        assert_eq!(sizes, (768, 12, 12, 128, 4));
+        assert_eq!(dit.dropout, 0.1);
+        assert!(!dit.time_conditioning);
+        let codec = cfg.codec().unwrap();
+        // GPT-2: V = 50257, ℓ = 4, b = 15 (15⁴ = 50625 ≥ 50257 > 14⁴ = 38416).
+        assert_eq!(
+            (codec.vocab_size(), codec.ell(), codec.base()),
+            (50257, 4, 15)
+        );
+        assert!(cfg.prime.carry_over);
+        assert_eq!(cfg.data.seq_len, 1024);
+        assert_eq!((cfg.train.batch_size, cfg.train.grad_accum), (16, 1));
+        assert_eq!(cfg.sample_steps(), 1024);
+        let preset = RunConfig::from_toml_str(OWT_PRESET, "owt-small.toml", &[]).unwrap();
+        assert_eq!(cfg.model, preset.model);
+        assert_eq!(cfg.schedule, preset.schedule);
+        assert_eq!(cfg.train.objective, preset.train.objective);
+    }
+
+    #[test]
+    fn owt_tiny_keeps_vocabulary_and_length() {
+        let cfg = bench_config("owt-tiny").unwrap();
+        let dit = cfg.model.dit().unwrap();
+        assert_eq!((dit.d_model, dit.n_layers, dit.n_heads), (128, 2, 2));
+        assert_eq!(cfg.codec().unwrap().vocab_size(), 50257);
+        assert_eq!((cfg.data.seq_len, cfg.train.batch_size), (1024, 2));
+        assert_eq!(cfg.sample_steps(), 4);
+    }
+
+    #[test]
+    fn an_unknown_config_lists_the_owt_ones() {
+        let e = bench_config("owt-medium").unwrap_err().to_string();
+        assert!(e.contains("owt-small") && e.contains("owt-tiny"), "{e}");
+    }
 }
