@@ -37,6 +37,7 @@ pub mod schedule;
 pub mod solver;
 pub mod subtoken;
 pub mod tokenizer;
+pub mod torch;
 
 pub use error::{Error, Result};
 pub use objective::Objective;
