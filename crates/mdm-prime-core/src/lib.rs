@@ -41,6 +41,7 @@ pub mod solver;
 pub mod subtoken;
 pub mod template;
 pub mod tokenizer;
+pub mod torch;
 
 pub use error::{Error, Result};
 pub use objective::Objective;
