@@ -42,6 +42,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("npz", npz),
     ("device", device),
     ("journal", journal),
+    ("pickle", pickle),
+    ("torch_archive", torch_archive),
 ];
 
 /// The memory the size checks allow inside a target: libFuzzer runs them with
@@ -242,4 +244,17 @@ pub fn journal(data: &[u8]) {
             }
         }
     }
+}
+
+/// A pickle stream (`data.pkl` of a PyTorch archive) through the allow-list reader: refused,
+/// malformed or accepted, never executed, never a panic.
+pub fn pickle(data: &[u8]) {
+    setup();
+    crate::torch::fuzz_pickle(data);
+}
+
+/// A PyTorch zip archive (`torch.save`, TorchScript): the pickle, then every small tensor read.
+pub fn torch_archive(data: &[u8]) {
+    setup();
+    crate::torch::fuzz_archive(data);
 }

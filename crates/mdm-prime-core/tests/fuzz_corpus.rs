@@ -134,6 +134,31 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
             br#"{"renames":[["model.safetensors.1.0.tmp","model.safetensors"],["state.json.1.3.tmp","state.json"]]}"#
                 .to_vec(),
         ],
+        "pickle" | "torch_archive" => {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/torch/");
+            let archives: Vec<Vec<u8>> = ["state_dict.pt", "lightning.ckpt", "script.pt", "image.pth"]
+                .iter()
+                .map(|f| std::fs::read(format!("{dir}{f}")).expect("torch fixture"))
+                .collect();
+            match target {
+                "torch_archive" => archives,
+                // The data.pkl of each archive.
+                _ => archives
+                    .iter()
+                    .map(|a| {
+                        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(a)).unwrap();
+                        let name = (0..zip.len())
+                            .map(|i| zip.by_index(i).unwrap().name().to_string())
+                            .find(|n| n.ends_with("/data.pkl"))
+                            .unwrap();
+                        let mut out = Vec::new();
+                        std::io::Read::read_to_end(&mut zip.by_name(&name).unwrap(), &mut out)
+                            .unwrap();
+                        out
+                    })
+                    .collect(),
+            }
+        }
         other => panic!("no valid inputs for target {other}"),
     }
 }
