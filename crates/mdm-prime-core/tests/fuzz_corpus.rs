@@ -146,14 +146,15 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
                 _ => archives
                     .iter()
                     .map(|a| {
-                        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(a)).unwrap();
+                        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(a))
+                            .expect("fixture is a zip");
                         let name = (0..zip.len())
-                            .map(|i| zip.by_index(i).unwrap().name().to_string())
+                            .filter_map(|i| zip.by_index(i).ok().map(|f| f.name().to_string()))
                             .find(|n| n.ends_with("/data.pkl"))
-                            .unwrap();
+                            .expect("fixture has data.pkl");
                         let mut out = Vec::new();
-                        std::io::Read::read_to_end(&mut zip.by_name(&name).unwrap(), &mut out)
-                            .unwrap();
+                        let mut entry = zip.by_name(&name).expect("data.pkl entry");
+                        std::io::Read::read_to_end(&mut entry, &mut out).expect("data.pkl reads");
                         out
                     })
                     .collect(),
