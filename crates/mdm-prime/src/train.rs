@@ -303,7 +303,10 @@ impl Trainer {
             for (loss, grads_now) in results {
                 loss_sum += loss.into_scalar::<f32>() as f64;
                 for (path, g) in grads_now {
-                    let g = g.to_device(&self.device);
+                    let g = match shards {
+                        1 => g,
+                        _ => g.to_device(&self.device),
+                    };
                     let g = match grads.remove(&path) {
                         Some(acc) => acc + g,
                         None => g,
