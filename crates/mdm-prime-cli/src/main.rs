@@ -1,6 +1,8 @@
 //! The `mdm-prime` command: a thin layer over the `mdm_prime` library.
 //!
 //! stdout carries data only (digits, samples, JSON summaries); progress and logs go to stderr.
+// The doc comments of `args.rs` are clap's help text (`cuda[:N]`), not rustdoc links.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 mod args;
 mod cmd;
