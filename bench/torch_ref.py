@@ -958,6 +958,19 @@ def run_bench(args) -> dict:
 # --check: quick correctness checks (codec vectors, filter, 30 training steps, a short sample).
 # ----------------------------------------------------------------------------------------------
 
+def train_on_pool(trainer, pool, steps: int):
+    """`steps` training steps on one fixed batch, printing each loss: (losses, seconds, k, mean of
+    the first k losses, mean of the last k), k = a fifth of the steps (at least 1)."""
+    losses = []
+    t0 = time.perf_counter()
+    for i in range(steps):
+        losses.append(trainer.step(pool))
+        print(f"step {i + 1:3d}  loss {losses[-1]:.4f}", flush=True)
+    dt = time.perf_counter() - t0
+    k = max(1, len(losses) // 5)
+    return losses, dt, k, statistics.mean(losses[:k]), statistics.mean(losses[-k:])
+
+
 def run_check(args) -> int:
     ok = True
 
@@ -1004,14 +1017,7 @@ def run_check(args) -> int:
     trainer = Trainer(codec, model)
     b, l = cfg["batch_size"], cfg["seq_len"]
     pool = trainer.random_tokens(b, l)
-    losses = []
-    t0 = time.perf_counter()
-    for i in range(args.check_steps):
-        losses.append(trainer.step(pool))
-        print(f"step {i + 1:3d}  loss {losses[-1]:.4f}", flush=True)
-    dt = time.perf_counter() - t0
-    k = max(1, len(losses) // 5)
-    first, last = statistics.mean(losses[:k]), statistics.mean(losses[-k:])
+    losses, dt, k, first, last = train_on_pool(trainer, pool, args.check_steps)
     expect(all(math.isfinite(x) for x in losses), "losses finite")
     expect(last < first, f"loss falls: mean of first {k} {first:.4f} -> last {k} {last:.4f}")
     print(f"     {dt / len(losses) * 1e3:.0f} ms/step over {len(losses)} steps")
@@ -1140,14 +1146,7 @@ def check_unet(args, expect):
     # Training on a fixed pool: finite, falling loss (the revealed digits are learnable); EMA.
     trainer = Trainer(codec, model, cfg=cfg)
     pool = random_images(cfg, min(cfg["batch_size"], 8), trainer.gen)
-    losses = []
-    t0 = time.perf_counter()
-    for i in range(args.check_steps):
-        losses.append(trainer.step(pool))
-        print(f"step {i + 1:3d}  loss {losses[-1]:.4f}", flush=True)
-    dt = time.perf_counter() - t0
-    k = max(1, len(losses) // 5)
-    first, last = statistics.mean(losses[:k]), statistics.mean(losses[-k:])
+    losses, dt, k, first, last = train_on_pool(trainer, pool, args.check_steps)
     expect(abs(losses[0] - math.log(256.0)) < 1e-4, f"first loss = log 256 = {math.log(256.0):.4f}")
     expect(all(math.isfinite(x) for x in losses), "losses finite")
     expect(last < first, f"loss falls: mean of first {k} {first:.4f} -> last {k} {last:.4f}")

@@ -56,9 +56,10 @@ fn train(run: &Path, cache: &Path, resume: bool, crash_at: Option<&str>, log: &P
     if resume {
         cmd.arg("--resume");
     }
-    cmd.env_remove("MDM_PRIME_CRASH_AT");
+    use mdm_prime::core::fsutil::CRASH_ENV;
+    cmd.env_remove(CRASH_ENV);
     if let Some(point) = crash_at {
-        cmd.env("MDM_PRIME_CRASH_AT", point);
+        cmd.env(CRASH_ENV, point);
     }
     let log = std::fs::File::create(log).unwrap();
     cmd.stdout(Stdio::null())

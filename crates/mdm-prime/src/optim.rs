@@ -14,13 +14,21 @@ use crate::params::{map_params, params_by_path};
 pub fn global_norm(grads: &HashMap<String, Tensor<1>>) -> f64 {
     // Summed in path order: a HashMap's iteration order changes from process to process, and
     // with it the rounding of the f64 sum, the clipping factor and every later weight.
+    // One read-back for all parameters (a device sync per parameter would stall a GPU), the
+    // per-parameter sums then added on the host in that order.
     let mut paths: Vec<&String> = grads.keys().collect();
     paths.sort();
-    paths
+    if paths.is_empty() {
+        return 0.0;
+    }
+    let sums: Vec<Tensor<1>> = paths
         .into_iter()
-        .map(|p| grads[p].clone().square().sum().into_scalar::<f32>() as f64)
-        .sum::<f64>()
-        .sqrt()
+        .map(|p| grads[p].clone().square().sum())
+        .collect();
+    let sums: Vec<f32> = Tensor::cat(sums, 0)
+        .try_into_vec_as()
+        .unwrap_or_else(|_| vec![f32::NAN]);
+    sums.iter().map(|&s| s as f64).sum::<f64>().sqrt()
 }
 
 /// The clipping factor `min(1, max_norm / (norm + 1e-6))` (PyTorch); 1 when clipping is off.

@@ -279,6 +279,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let mut cfg = bench_config(name)?;
         cfg.train.precision = precision;
         cfg.train.device = args.device.clone();
+        // Checked as any config is (bf16 is refused for the U-Net, the device must parse).
+        cfg.validate()?;
         let codec = cfg.codec()?;
         let vocab = codec.vocab_size();
         let data = synthetic_data(&cfg, vocab);

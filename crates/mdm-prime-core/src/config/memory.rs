@@ -24,7 +24,10 @@ impl RunConfig {
                     c.mlp_ratio as u128,
                     c.cond_dim as u128,
                 );
-                let base = self.codec().map_or(2, |codec| u128::from(codec.base()));
+                // Only the base is needed: not the codec's V × ℓ digit table.
+                let base =
+                    crate::subtoken::base_for(u64::from(self.data.vocab_size()), self.prime.ell)
+                        .map_or(2, u128::from);
                 let per_layer = (4 + 2 * r)
                     .saturating_mul(d.saturating_mul(d))
                     .saturating_add((6 * cond).saturating_mul(d));

@@ -49,14 +49,12 @@ impl Gaussian {
             }
         }
         mu.iter_mut().for_each(|m| *m /= n as f64);
-        // Centered rows, transposed: xt [d, n]; Σ = xt · x / (n − 1).
-        let mut xt = vec![0.0f64; d * n];
-        for (i, row) in features.chunks_exact(d).enumerate() {
-            for (j, &x) in row.iter().enumerate() {
-                xt[j * n + i] = x as f64 - mu[j];
-            }
-        }
-        let x = super::linalg::transpose(&xt, d, n);
+        // Centred rows x [n, d]; Σ = xᵀ · x / (n − 1).
+        let x: Vec<f64> = features
+            .chunks_exact(d)
+            .flat_map(|row| row.iter().zip(&mu).map(|(&v, &m)| v as f64 - m))
+            .collect();
+        let xt = super::linalg::transpose(&x, n, d);
         let mut sigma = matmul(&xt, &x, d, n, d);
         sigma.iter_mut().for_each(|s| *s /= (n - 1) as f64);
         Ok(Gaussian {
@@ -103,15 +101,16 @@ pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> Result<f64> {
     let not_converged = || Error::Value("eigendecomposition did not converge".into());
     let e1 = sym_eigen(&a.sigma, d).ok_or_else(not_converged)?;
     let root1 = sym_apply(&e1, |x| x.max(0.0).sqrt());
-    let m = matmul(&matmul(&root1, &b.sigma, d, d, d), &root1, d, d, d);
+    let mut m = matmul(&matmul(&root1, &b.sigma, d, d, d), &root1, d, d, d);
     // Symmetrise the rounding away before the symmetric solver.
-    let mut m_sym = m.clone();
     for i in 0..d {
-        for j in 0..d {
-            m_sym[i * d + j] = 0.5 * (m[i * d + j] + m[j * d + i]);
+        for j in i + 1..d {
+            let mean = 0.5 * (m[i * d + j] + m[j * d + i]);
+            m[i * d + j] = mean;
+            m[j * d + i] = mean;
         }
     }
-    let e2 = sym_eigen(&m_sym, d).ok_or_else(not_converged)?;
+    let e2 = sym_eigen(&m, d).ok_or_else(not_converged)?;
     let tr_root: f64 = e2.values.iter().map(|&x| x.max(0.0).sqrt()).sum();
     Ok(mean_term + trace(&a.sigma) + trace(&b.sigma) - 2.0 * tr_root)
 }

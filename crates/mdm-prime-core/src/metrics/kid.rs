@@ -30,16 +30,15 @@ fn kernel(x: &[f32], y: &[f32]) -> f64 {
 /// The unbiased MMD² of two equal-sized sets of rows (each `m × d`, row-major).
 pub fn mmd2_unbiased(x: &[&[f32]], y: &[&[f32]]) -> f64 {
     let m = x.len() as f64;
+    // Σ_{i≠j} k(sᵢ, sⱼ) = 2 Σ_{i<j} (the kernel is symmetric).
     let within = |s: &[&[f32]]| {
         let mut total = 0.0;
         for i in 0..s.len() {
-            for j in 0..s.len() {
-                if i != j {
-                    total += kernel(s[i], s[j]);
-                }
+            for j in i + 1..s.len() {
+                total += kernel(s[i], s[j]);
             }
         }
-        total
+        2.0 * total
     };
     let cross: f64 = x.iter().flat_map(|a| y.iter().map(|b| kernel(a, b))).sum();
     (within(x) + within(y)) / (m * (m - 1.0)) - 2.0 * cross / (m * m)

@@ -33,7 +33,8 @@ pub fn read_array(npz: &[u8], name: &str) -> Result<Array, String> {
             entry.size()
         ));
     }
-    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    // Grown as the bytes arrive: the size a zip header claims is not reserved up front.
+    let mut bytes = Vec::new();
     entry
         .by_ref()
         .take(MAX_ARRAY_BYTES + 1)
