@@ -39,7 +39,7 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// An error naming `path` and what it is unless `meta` describes a regular file.
-fn check_regular(path: &Path, meta: &fs::Metadata) -> Result<()> {
+pub(crate) fn check_regular(path: &Path, meta: &fs::Metadata) -> Result<()> {
     match meta.is_file() {
         true => Ok(()),
         false => Err(not_regular(path, meta)),
@@ -88,6 +88,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::rename(&tmp, path).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })
+}
+
+/// Makes renames in `dir` durable where directories can be synced (best effort: not on every
+/// platform or file system).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// Writes `bytes` to a new temporary file `<name>.<pid>.<n>.tmp` beside `path` (unique per

@@ -262,7 +262,7 @@ pub fn write_all_atomic(files: &[(PathBuf, Vec<u8>)]) -> Result<(), Error> {
             mdm_prime_core::fsutil::crash_point("checkpoint:renaming");
         }
     }
-    sync_dir(dir);
+    mdm_prime_core::fsutil::sync_dir(dir);
     mdm_prime_core::fsutil::crash_point("checkpoint:renamed");
     std::fs::remove_file(&journal_path).map_err(|e| Error::io(&journal_path, e))
 }
@@ -292,7 +292,7 @@ pub fn recover(dir: &Path) -> Result<Recovery, Error> {
                     done.completed_renames += 1;
                 }
             }
-            sync_dir(dir);
+            mdm_prime_core::fsutil::sync_dir(dir);
             std::fs::remove_file(&journal_path).map_err(|e| Error::io(&journal_path, e))?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -301,13 +301,6 @@ pub fn recover(dir: &Path) -> Result<Recovery, Error> {
     done.removed_temps = mdm_prime_core::fsutil::remove_stale_temps(dir, RUN_FILES)
         .map_err(|e| Error::io(dir, e))?;
     Ok(done)
-}
-
-/// Makes the renames in `dir` durable (best effort: directories cannot be synced everywhere).
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 /// Reads a safetensors file written by this project

@@ -59,19 +59,12 @@ fn missing_feature(spec: &DeviceSpec, feature: &str) -> Error {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(spec: &DeviceSpec) -> Result<Vec<Device>, Error> {
-    use burn::tensor::DeviceType;
-    // Listing CUDA devices loads libcuda; where the driver is missing that can panic inside
-    // the CUDA bindings: report it as an error instead.
-    let found = std::panic::catch_unwind(|| Device::enumerate(DeviceType::Cuda).into_vec().len())
-        .map_err(|_| {
-        Error::Device(
-            "no CUDA driver could be loaded (libcuda.so); install the NVIDIA driver, or \
-                 use --device cpu"
-                .into(),
-        )
-    })?;
-    check_indices(spec, found)?;
-    Ok(spec.indices.iter().map(|&i| Device::cuda(i)).collect())
+    open_gpus(
+        spec,
+        burn::tensor::DeviceType::Cuda,
+        "no CUDA driver could be loaded (libcuda.so); install the NVIDIA driver, or use --device cpu",
+        |i| Device::cuda(i),
+    )
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -81,26 +74,34 @@ fn open_cuda(spec: &DeviceSpec) -> Result<Vec<Device>, Error> {
 
 #[cfg(feature = "wgpu")]
 fn open_wgpu(spec: &DeviceSpec) -> Result<Vec<Device>, Error> {
-    use burn::tensor::{DeviceKind, DeviceType};
-    let found = std::panic::catch_unwind(|| Device::enumerate(DeviceType::Wgpu).into_vec().len())
-        .map_err(|_| {
-        Error::Device(
-            "no wgpu adapter could be opened (Vulkan, Metal or DX12); check the GPU driver, \
-                 or use --device cpu"
-                .into(),
-        )
-    })?;
-    check_indices(spec, found)?;
-    Ok(spec
-        .indices
-        .iter()
-        .map(|&i| Device::wgpu(DeviceKind::DiscreteGpu(i)))
-        .collect())
+    open_gpus(
+        spec,
+        burn::tensor::DeviceType::Wgpu,
+        "no wgpu adapter could be opened (Vulkan, Metal or DX12); check the GPU driver, or use \
+         --device cpu",
+        |i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)),
+    )
 }
 
 #[cfg(not(feature = "wgpu"))]
 fn open_wgpu(spec: &DeviceSpec) -> Result<Vec<Device>, Error> {
     Err(missing_feature(spec, "wgpu"))
+}
+
+/// Counts the devices of `kind`, checks `spec`'s indices against the count, and opens them.
+/// Listing loads the driver; where it is missing that can panic inside the bindings:
+/// `no_driver` is reported instead.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn open_gpus(
+    spec: &DeviceSpec,
+    kind: burn::tensor::DeviceType,
+    no_driver: &str,
+    device: impl Fn(usize) -> Device,
+) -> Result<Vec<Device>, Error> {
+    let found = std::panic::catch_unwind(|| Device::enumerate(kind).into_vec().len())
+        .map_err(|_| Error::Device(no_driver.into()))?;
+    check_indices(spec, found)?;
+    Ok(spec.indices.iter().map(|&i| device(i)).collect())
 }
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]

@@ -234,7 +234,7 @@ impl Trainer {
         }
         let shards = 1 + self.replicas.len();
         let round = cfg.train.batch_size / cfg.train.grad_accum;
-        let per_shard = round / shards;
+        let per_shard = cfg.train.shard_size(shards)?;
         let scale = (cfg.train.grad_accum * shards) as f64;
         let mut grads: HashMap<String, Tensor<1>> = HashMap::new();
         let mut loss_sum = 0.0;
@@ -373,18 +373,7 @@ impl Trainer {
         let Some((first, rest)) = devices.split_first() else {
             return Err(Error::Device("no device to train on".into()));
         };
-        let t = &cfg.train;
-        if !t.batch_size.is_multiple_of(devices.len() * t.grad_accum) {
-            return Err(Error::Core(mdm_prime_core::Error::config(
-                "train.batch_size",
-                format!(
-                    "{} is not divisible by {} devices × grad_accum {}",
-                    t.batch_size,
-                    devices.len(),
-                    t.grad_accum
-                ),
-            )));
-        }
+        cfg.train.shard_size(devices.len())?;
         let mut trainer = Trainer::open(cfg, run, resume, first)?;
         let codec = cfg.codec()?;
         trainer.replicas = rest

@@ -120,7 +120,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "data-parallel over {} devices ({}): {} sequences each per micro-batch",
             devices.len(),
             cfg.train.device,
-            cfg.train.batch_size / cfg.train.grad_accum / devices.len()
+            cfg.train.shard_size(devices.len())?
         );
     }
     let codec = cfg.codec()?;

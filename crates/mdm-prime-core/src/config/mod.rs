@@ -216,6 +216,26 @@ pub enum Precision {
     Bf16,
 }
 
+impl TrainConfig {
+    /// Sequences each of `devices` devices takes from every micro-batch; an error naming
+    /// `train.batch_size` when the batch does not split into `grad_accum` × `devices` equal
+    /// shards.
+    pub fn shard_size(&self, devices: usize) -> Result<usize> {
+        let shards = devices.max(1).saturating_mul(self.grad_accum);
+        if shards == 0 || !self.batch_size.is_multiple_of(shards) {
+            return Err(Error::config(
+                "train.batch_size",
+                format!(
+                    "{} is not divisible by {devices} devices × grad_accum {}: each device takes \
+                     an equal share of every micro-batch",
+                    self.batch_size, self.grad_accum
+                ),
+            ));
+        }
+        Ok(self.batch_size / shards)
+    }
+}
+
 /// `[train] on_write_error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -494,22 +514,7 @@ impl RunConfig {
                     .into(),
             );
         }
-        let devices = self.device()?;
-        if !t
-            .batch_size
-            .is_multiple_of(devices.indices.len() * t.grad_accum)
-        {
-            return err(
-                "train.batch_size",
-                format!(
-                    "{} is not divisible by {} devices × grad_accum {}: each device takes an \
-                     equal share of every micro-batch",
-                    t.batch_size,
-                    devices.indices.len(),
-                    t.grad_accum
-                ),
-            );
-        }
+        t.shard_size(self.device()?.indices.len())?;
         if t.log_every == 0 || t.checkpoint_every == 0 {
             return err(
                 "train.log_every",

@@ -200,11 +200,8 @@ pub(super) fn write_cache(path: &Path, tokens: &[u32], n_documents: usize) -> Re
         let _ = fs::remove_file(&tmp);
         fail(e)
     })?;
-    // Make the rename durable where directories can be synced (best effort: not on Windows).
-    if let Some(dir) = path.parent()
-        && let Ok(d) = fs::File::open(dir)
-    {
-        let _ = d.sync_all();
+    if let Some(dir) = path.parent() {
+        crate::fsutil::sync_dir(dir);
     }
     Ok(())
 }

@@ -47,6 +47,9 @@ impl TorchArchive {
     /// Opens the archive at `path`, also reading the classes `allow` names as plain data.
     pub fn open_with(path: impl AsRef<Path>, allow: &AllowList) -> Result<Self> {
         let path = path.as_ref();
+        // A FIFO would block the open, a directory give a puzzling zip error: refuse them first.
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        crate::fsutil::check_regular(path, &meta)?;
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         Self::read(path.into(), Box::new(std::io::BufReader::new(file)), allow)
     }
