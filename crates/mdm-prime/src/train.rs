@@ -74,6 +74,12 @@ pub struct TrainOutcome {
 
 pub use mdm_prime_core::rng::step_seed;
 
+/// A step whose loss or gradient norm is not finite: [`Trainer::step`] does not apply it, and
+/// [`run`] counts it (the one rule both follow).
+pub fn is_bad_step(loss: f64, grad_norm: f64) -> bool {
+    !(loss.is_finite() && grad_norm.is_finite())
+}
+
 /// A copy of the model on another device, for data-parallel training: it computes the
 /// gradients of its shard of each batch; [`Trainer::step`] sums them on the first device,
 /// updates the weights there and copies them back.
@@ -115,95 +121,87 @@ impl Trainer {
         let fresh = Network::init(cfg, &codec, &ad)?.with_bf16_matmuls(bf16);
         materialize(&fresh);
         let mut optim = AdamW::new(&cfg.train);
+        let no_checkpoint = || {
+            Error::checkpoint(
+                &run.root,
+                "no checkpoint to resume (state.json is missing); drop --resume to start a new run",
+            )
+        };
+        if !run.root.is_dir() {
+            if resume {
+                return Err(no_checkpoint());
+            }
+            std::fs::create_dir_all(&run.root).map_err(|e| Error::io(&run.root, e))?;
+        }
         // The writer lock before anything is read: a crash may have left a checkpoint half
         // installed, which only the one writer may complete.
-        let (lock, recovery) = match run.root.is_dir() {
+        let lock = run.lock()?;
+        let recovery = checkpoint::recover(&run.root)?;
+        let (model, ema, state) = match resume {
             true => {
-                let lock = run.lock()?;
-                (Some(lock), checkpoint::recover(&run.root)?)
+                if !run.has_checkpoint() {
+                    return Err(no_checkpoint());
+                }
+                let stored = mdm_prime_core::config::RunConfig::load(&run.config(), &[])?;
+                let diffs = stored.architecture_differences(cfg);
+                if !diffs.is_empty() {
+                    return Err(Error::checkpoint(
+                        run.config(),
+                        format!(
+                            "the run was made with another architecture: {}; resume with the run's own config or start a new run",
+                            diffs.join(", ")
+                        ),
+                    ));
+                }
+                let state = run.read_state()?;
+                let model = checkpoint::load_module(fresh, &run.model())?;
+                // The EMA (validation, eval, sampling) computes in f32 whatever the training
+                // precision.
+                let ema =
+                    checkpoint::load_module(model.valid().with_bf16_matmuls(false), &run.ema())?;
+                checkpoint::load_optimizer(&mut optim, &run.optim(), device)?;
+                if optim.step + state.skipped_steps != state.step {
+                    return Err(Error::checkpoint(
+                        &run.root,
+                        format!(
+                            "optimizer is at step {} but state.json says {} ({} skipped): the checkpoint is inconsistent",
+                            optim.step, state.step, state.skipped_steps
+                        ),
+                    ));
+                }
+                trim_metrics(&run, state.step)?;
+                // The resumed config may change training-only keys (steps, lr, ...); record it.
+                checkpoint::write_atomic(&run.config(), cfg.to_toml()?.as_bytes())?;
+                (model, ema, state)
             }
-            false => (None, checkpoint::Recovery::default()),
-        };
-        if resume {
-            if !run.has_checkpoint() {
-                return Err(Error::checkpoint(
-                    &run.root,
-                    "no checkpoint to resume (state.json is missing); drop --resume to start a new run",
-                ));
+            false => {
+                if run.has_checkpoint() {
+                    return Err(Error::checkpoint(
+                        &run.root,
+                        "already holds a run; pass --resume to continue it, or choose another --name / --run-dir",
+                    ));
+                }
+                checkpoint::write_atomic(&run.config(), cfg.to_toml()?.as_bytes())?;
+                checkpoint::write_atomic(
+                    &run.version(),
+                    format!("{}\n", code_version()).as_bytes(),
+                )?;
+                let _ = std::fs::remove_file(run.metrics());
+                let ema = fresh.valid().with_bf16_matmuls(false);
+                let state = TrainState {
+                    step: 0,
+                    tokens_seen: 0,
+                    elapsed_s: 0.0,
+                    code_version: code_version(),
+                    skipped_steps: 0,
+                };
+                (fresh, ema, state)
             }
-            let stored = mdm_prime_core::config::RunConfig::load(&run.config(), &[])?;
-            let diffs = stored.architecture_differences(cfg);
-            if !diffs.is_empty() {
-                return Err(Error::checkpoint(
-                    run.config(),
-                    format!(
-                        "the run was made with another architecture: {}; resume with the run's own config or start a new run",
-                        diffs.join(", ")
-                    ),
-                ));
-            }
-            let state = run.read_state()?;
-            let model = checkpoint::load_module(fresh, &run.model())?;
-            // The EMA (validation, eval, sampling) computes in f32 whatever the training precision.
-            let ema = checkpoint::load_module(model.valid().with_bf16_matmuls(false), &run.ema())?;
-            checkpoint::load_optimizer(&mut optim, &run.optim(), device)?;
-            if optim.step + state.skipped_steps != state.step {
-                return Err(Error::checkpoint(
-                    &run.root,
-                    format!(
-                        "optimizer is at step {} but state.json says {} ({} skipped): the checkpoint is inconsistent",
-                        optim.step, state.step, state.skipped_steps
-                    ),
-                ));
-            }
-            let lock = lock.ok_or_else(|| {
-                Error::checkpoint(&run.root, "the run directory disappeared while opening it")
-            })?;
-            trim_metrics(&run, state.step)?;
-            // The resumed config may change training-only keys (steps, lr, ...); record it.
-            checkpoint::write_atomic(&run.config(), cfg.to_toml()?.as_bytes())?;
-            return Ok(Trainer {
-                cfg: cfg.clone(),
-                run,
-                model,
-                ema,
-                optim,
-                state,
-                tables,
-                device: device.clone(),
-                replicas: Vec::new(),
-                recovery,
-                _lock: lock,
-            });
-        }
-        if run.has_checkpoint() {
-            return Err(Error::checkpoint(
-                &run.root,
-                "already holds a run; pass --resume to continue it, or choose another --name / --run-dir",
-            ));
-        }
-        let lock = match lock {
-            Some(lock) => lock,
-            None => {
-                std::fs::create_dir_all(&run.root).map_err(|e| Error::io(&run.root, e))?;
-                run.lock()?
-            }
-        };
-        checkpoint::write_atomic(&run.config(), cfg.to_toml()?.as_bytes())?;
-        checkpoint::write_atomic(&run.version(), format!("{}\n", code_version()).as_bytes())?;
-        let _ = std::fs::remove_file(run.metrics());
-        let ema = fresh.valid().with_bf16_matmuls(false);
-        let state = TrainState {
-            step: 0,
-            tokens_seen: 0,
-            elapsed_s: 0.0,
-            code_version: code_version(),
-            skipped_steps: 0,
         };
         Ok(Trainer {
             cfg: cfg.clone(),
             run,
-            model: fresh,
+            model,
             ema,
             optim,
             state,
@@ -318,7 +316,7 @@ impl Trainer {
         let span = crate::profile::span("optimizer");
         let norm = global_norm(&grads);
         let lr = learning_rate(&cfg.train, step);
-        if !(loss_sum.is_finite() && norm.is_finite()) {
+        if is_bad_step(loss_sum, norm) {
             // A bad step: the batch is consumed, the weights, optimiser and EMA stay as they are.
             self.state.skipped_steps += 1;
             self.state.advance(cfg.train.batch_size * data.seq_len);
@@ -467,7 +465,7 @@ pub fn run(
         let tokens_per_s =
             (trainer.cfg.train.batch_size * data.seq_len) as f64 / t0.elapsed().as_secs_f64();
         trainer.state.elapsed_s = elapsed0 + started.elapsed().as_secs_f64();
-        if !(loss.is_finite() && grad_norm.is_finite()) {
+        if is_bad_step(loss, grad_norm) {
             bad_streak += 1;
             trainer.log(
                 json!({"step": step, "skipped": true, "loss": loss.to_string(),
