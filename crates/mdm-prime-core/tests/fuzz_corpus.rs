@@ -233,9 +233,11 @@ fn mutate(rng: &mut StdRng, input: &[u8], other: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Runs `f` on `input`; on a panic saves the input and fails naming it.
-fn run_one(target: &str, f: Target, input: &[u8], what: &str) {
-    if std::panic::catch_unwind(|| f(input)).is_err() {
+/// Runs `f` on `input`: whether the reader accepted it; on a panic saves the input and fails
+/// naming it.
+fn run_one(target: &str, f: Target, input: &[u8], what: &str) -> bool {
+    let outcome = std::panic::catch_unwind(|| f(input));
+    if outcome.is_err() {
         let saved = std::env::temp_dir().join(format!("mdm-prime-fuzz-{target}-crash"));
         let _ = std::fs::write(&saved, input);
         panic!(
@@ -245,6 +247,7 @@ fn run_one(target: &str, f: Target, input: &[u8], what: &str) {
             saved.display()
         );
     }
+    outcome.unwrap_or(false)
 }
 
 #[test]
@@ -253,6 +256,14 @@ fn every_target_survives_its_corpus_and_mutations_of_valid_files() {
     let mut total = 0;
     for (i, &(target, f)) in TARGETS.iter().enumerate() {
         let valid = valid_inputs(target);
+        // The mutations start from these: each must be accepted, or every mutation would stop
+        // at the reader's first check.
+        for (k, v) in valid.iter().enumerate() {
+            assert!(
+                run_one(target, f, v, &format!("valid input {k}")),
+                "fuzz target {target} rejects its valid input {k}"
+            );
+        }
         let dir = corpus_dir(target);
         if write_seeds {
             std::fs::create_dir_all(&dir).unwrap();

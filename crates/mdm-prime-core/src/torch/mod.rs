@@ -34,20 +34,22 @@ pub use value::{DType, Object, StorageRef, TensorRef, Value};
 
 /// Runs the pickle reader on arbitrary bytes (TorchScript classes allowed, so that the
 /// module-object paths are reached too). Must never panic: the fuzz target.
-pub fn fuzz_pickle(bytes: &[u8]) {
-    let _ = pickle::load(bytes, &AllowList::new().torchscript(true));
+pub fn fuzz_pickle(bytes: &[u8]) -> bool {
+    pickle::load(bytes, &AllowList::new().torchscript(true)).is_ok()
 }
 
 /// Opens arbitrary bytes as an archive and reads every tensor of up to 2¹⁶ elements. Must
 /// never panic: the fuzz target for the zip side.
-pub fn fuzz_archive(bytes: &[u8]) {
-    if let Ok(archive) = TorchArchive::from_bytes(bytes.to_vec(), &AllowList::new()) {
-        for (_, t) in archive.named_tensors() {
-            if t.numel() <= 1 << 16 {
-                let _ = archive.tensor_f32(t);
-            }
+pub fn fuzz_archive(bytes: &[u8]) -> bool {
+    let Ok(archive) = TorchArchive::from_bytes(bytes.to_vec(), &AllowList::new()) else {
+        return false;
+    };
+    for (_, t) in archive.named_tensors() {
+        if t.numel() <= 1 << 16 {
+            let _ = archive.tensor_f32(t);
         }
     }
+    true
 }
 
 #[cfg(test)]
