@@ -167,7 +167,18 @@ impl AttnState {
     /// Floats held for the backward pass (the rotary tables aside).
     #[cfg(test)]
     fn saved_floats(&self) -> usize {
-        self.q.len() + self.k.len() + self.v.len() + self.o.len() + self.lse.len()
+        // Destructured field by field: a new field kept for backward breaks this count's build.
+        let AttnState {
+            dims: _,
+            cos: _,
+            sin: _,
+            q,
+            k,
+            v,
+            o,
+            lse,
+        } = self;
+        q.len() + k.len() + v.len() + o.len() + lse.len()
     }
 }
 
