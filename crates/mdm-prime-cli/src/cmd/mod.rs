@@ -3,6 +3,7 @@
 mod bench;
 mod check;
 mod eval;
+mod fid;
 mod image;
 mod impute;
 mod isr;
@@ -24,5 +25,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Subtokens(args) => subtokens::run(args),
         Command::CheckDevice(args) => check::run(args),
+        Command::Fid(args) => fid::run(args),
     }
 }

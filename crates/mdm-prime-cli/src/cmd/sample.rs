@@ -163,6 +163,11 @@ fn sample_images(
         &mut |k, _| pb.set_position(k as u64),
     )?;
     pb.finish_and_clear();
+    if let Some(dir) = &args.png_dir {
+        let shape = image::shape_of(cfg, "sample")?;
+        image::write_pngs(&samples, shape, dir, &format!("s{}-", args.seed))?;
+        eprintln!("{} PNG files in {}", samples.len(), dir.display());
+    }
     let nfe = samples.iter().map(|s| s.nfe).sum::<usize>() as f64 / samples.len() as f64;
     let idle = samples.iter().map(|s| s.idle_steps).sum::<usize>() as f64 / samples.len() as f64;
     eprintln!(

@@ -10,7 +10,7 @@
 //! of the non-symmetric product `Σ₁Σ₂` and drop the imaginary part it picks up; both give the
 //! same value where that is well conditioned.
 
-use super::linalg::{matmul, sym_apply, sym_eigen};
+use super::linalg::{matmul, sym_apply, sym_eigen, sym_eigenvalues};
 use crate::{Error, Result};
 
 /// A Gaussian's mean `[d]` and covariance `[d, d]` (row-major), in f64.
@@ -110,8 +110,8 @@ pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> Result<f64> {
             m[j * d + i] = mean;
         }
     }
-    let e2 = sym_eigen(&m, d).ok_or_else(not_converged)?;
-    let tr_root: f64 = e2.values.iter().map(|&x| x.max(0.0).sqrt()).sum();
+    let e2 = sym_eigenvalues(&m, d).ok_or_else(not_converged)?;
+    let tr_root: f64 = e2.iter().map(|&x| x.max(0.0).sqrt()).sum();
     Ok(mean_term + trace(&a.sigma) + trace(&b.sigma) - 2.0 * tr_root)
 }
 

@@ -24,29 +24,39 @@ pub struct Kid {
 
 fn kernel(x: &[f32], y: &[f32]) -> f64 {
     let dot: f64 = x.iter().zip(y).map(|(&a, &b)| a as f64 * b as f64).sum();
-    (dot / x.len() as f64 + 1.0).powi(3)
+    kernel_of_dot(dot, x.len())
 }
 
 /// The unbiased MMD² of two equal-sized sets of rows (each `m × d`, row-major).
 pub fn mmd2_unbiased(x: &[&[f32]], y: &[&[f32]]) -> f64 {
-    let m = x.len() as f64;
-    // Σ_{i≠j} k(sᵢ, sⱼ) = 2 Σ_{i<j} (the kernel is symmetric).
-    let within = |s: &[&[f32]]| {
-        let mut total = 0.0;
-        for i in 0..s.len() {
-            for j in i + 1..s.len() {
-                total += kernel(s[i], s[j]);
-            }
-        }
-        2.0 * total
+    let gram = |a: &[&[f32]], b: &[&[f32]]| -> Vec<f64> {
+        a.iter()
+            .flat_map(|p| b.iter().map(|q| kernel(p, q)))
+            .collect()
     };
-    let cross: f64 = x.iter().flat_map(|a| y.iter().map(|b| kernel(a, b))).sum();
-    (within(x) + within(y)) / (m * (m - 1.0)) - 2.0 * cross / (m * m)
+    mmd2_from_kernels(&gram(x, x), &gram(y, y), &gram(x, y), x.len())
+}
+
+/// The unbiased MMD² from the kernel matrices of one subset pair (`m × m` each, row-major):
+/// `k(xᵢ,xⱼ)`, `k(yᵢ,yⱼ)`, `k(xᵢ,yⱼ)`. The diagonals of the first two are left out.
+pub fn mmd2_from_kernels(kxx: &[f64], kyy: &[f64], kxy: &[f64], m: usize) -> f64 {
+    let off_diagonal = |k: &[f64]| -> f64 {
+        let total: f64 = k.iter().sum();
+        total - (0..m).map(|i| k[i * m + i]).sum::<f64>()
+    };
+    let mf = m as f64;
+    (off_diagonal(kxx) + off_diagonal(kyy)) / (mf * (mf - 1.0))
+        - 2.0 * kxy.iter().sum::<f64>() / (mf * mf)
+}
+
+/// The cubic polynomial kernel `(g / d + 1)³` of a dot product `g` of two `d`-wide rows.
+pub fn kernel_of_dot(g: f64, d: usize) -> f64 {
+    (g / d as f64 + 1.0).powi(3)
 }
 
 /// KID of features `x` (`nx × d`) against `y` (`ny × d`): `subsets` draws of `subset_size`
 /// rows from each (without replacement within a draw; the size is cut to the smaller set),
-/// seeded.
+/// seeded. The kernels are computed here, in f64 (the reference for [`kid_with`]).
 pub fn kid(
     x: &[f32],
     y: &[f32],
@@ -64,28 +74,39 @@ pub fn kid(
     }
     let xs: Vec<&[f32]> = x.chunks_exact(d).collect();
     let ys: Vec<&[f32]> = y.chunks_exact(d).collect();
-    let m = subset_size.min(xs.len()).min(ys.len());
+    kid_with(xs.len(), ys.len(), subsets, subset_size, seed, |ix, iy| {
+        let a: Vec<&[f32]> = ix.iter().map(|&i| xs[i]).collect();
+        let b: Vec<&[f32]> = iy.iter().map(|&i| ys[i]).collect();
+        Ok(mmd2_unbiased(&a, &b))
+    })
+}
+
+/// KID with the per-subset MMD² computed by `mmd2(rows of x, rows of y)` (e.g. with kernel
+/// matrices from a GEMM and [`mmd2_from_kernels`]): the same subsets as [`kid`] for the same
+/// seed.
+pub fn kid_with(
+    nx: usize,
+    ny: usize,
+    subsets: usize,
+    subset_size: usize,
+    seed: u64,
+    mut mmd2: impl FnMut(&[usize], &[usize]) -> Result<f64>,
+) -> Result<Kid> {
+    let m = subset_size.min(nx).min(ny);
     if m < 2 || subsets == 0 {
         return Err(Error::Value(format!(
-            "KID needs subsets of at least 2 images from each set (got {} and {} images, \
-             {subsets} subsets)",
-            xs.len(),
-            ys.len()
+            "KID needs subsets of at least 2 images from each set (got {nx} and {ny} images, \
+             {subsets} subsets)"
         )));
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    fn pick<'a>(rows: &[&'a [f32]], m: usize, rng: &mut StdRng) -> Vec<&'a [f32]> {
-        sample(rng, rows.len(), m)
-            .into_iter()
-            .map(|i| rows[i])
-            .collect()
-    }
-    let values: Vec<f64> = (0..subsets)
+    let values = (0..subsets)
         .map(|_| {
-            let (a, b) = (pick(&xs, m, &mut rng), pick(&ys, m, &mut rng));
-            mmd2_unbiased(&a, &b)
+            let ix = sample(&mut rng, nx, m).into_vec();
+            let iy = sample(&mut rng, ny, m).into_vec();
+            mmd2(&ix, &iy)
         })
-        .collect();
+        .collect::<Result<Vec<f64>>>()?;
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
     let std = match values.len() {

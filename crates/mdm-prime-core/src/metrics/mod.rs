@@ -1,9 +1,10 @@
 //! Image-quality metrics that need no network: the Fréchet distance between feature Gaussians
-//! (FID), the kernel inception distance (KID), and reference statistics as `.npz`. The
-//! Inception-v3 feature extractor that will feed them (issue #11) is not written yet; its
-//! weights are read by [`crate::torch`].
+//! (FID), the kernel inception distance (KID), reference statistics as `.npz`, and the FID
+//! Inception-v3's weights and input resize ([`inception`]; the network itself runs in the burn
+//! crate, `mdm_prime::inception`).
 
 pub mod fid;
+pub mod inception;
 pub mod kid;
 pub mod linalg;
 pub mod npz;

@@ -195,15 +195,24 @@ pub fn write_stats(stats: &Gaussian) -> Result<Vec<u8>, String> {
             stats.sigma.len()
         ));
     }
+    write_arrays(&[("mu", &[d], &stats.mu), ("sigma", &[d, d], &stats.sigma)])
+}
+
+/// `.npz` bytes holding each `(name, shape, values)` as `name.npy` (f8, C order, stored).
+pub fn write_arrays(arrays: &[(&str, &[usize], &[f64])]) -> Result<Vec<u8>, String> {
     let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let options =
         zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, shape, values) in [
-        ("mu.npy", vec![d], &stats.mu),
-        ("sigma.npy", vec![d, d], &stats.sigma),
-    ] {
-        zip.start_file(name, options).map_err(|e| e.to_string())?;
-        zip.write_all(&npy_bytes(&shape, values))
+    for &(name, shape, values) in arrays {
+        if shape.iter().product::<usize>() != values.len() {
+            return Err(format!(
+                "array `{name}` has {} values, not {shape:?}",
+                values.len()
+            ));
+        }
+        zip.start_file(format!("{name}.npy"), options)
+            .map_err(|e| e.to_string())?;
+        zip.write_all(&npy_bytes(shape, values))
             .map_err(|e| e.to_string())?;
     }
     Ok(zip.finish().map_err(|e| e.to_string())?.into_inner())

@@ -115,6 +115,11 @@ impl TorchArchive {
         &self.value
     }
 
+    /// Where the archive was read from (`<memory>` for [`TorchArchive::from_bytes`]).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The archive's top folder (`archive` for recent `torch.save`, the file stem for older
     /// ones, whatever `torch.jit.save` was given).
     pub fn root(&self) -> &str {

@@ -178,6 +178,32 @@ pub(crate) fn check_pixels<T: AsRef<[u32]>>(
     Ok(())
 }
 
+/// `n` images whose every value (pixel and channel) is drawn independently from `images`'
+/// values at the same position: the per-pixel histogram model, the product of the data's
+/// one-pixel marginals. Drawing a value from the empirical histogram at position `p` is
+/// copying position `p` of a uniformly chosen image, which is what this does. Seeded.
+///
+/// Errors when `images` is empty.
+pub fn pixel_histogram_draw(images: &Images, n: usize, seed: u64) -> Result<Images> {
+    use rand::{RngExt, SeedableRng};
+    if images.count == 0 {
+        return Err(Error::Value(
+            "the per-pixel histogram of an empty set of images is undefined; give at least one image"
+                .into(),
+        ));
+    }
+    let l = images.shape.tokens();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let pixels = (0..n * l)
+        .map(|k| images.pixels[rng.random_range(0..images.count) * l + k % l])
+        .collect();
+    Ok(Images {
+        shape: images.shape,
+        count: n,
+        pixels,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +313,42 @@ mod tests {
             digits,
             vec![0x1, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0x9, 0xa, 0xb, 0xc]
         );
+    }
+
+    #[test]
+    fn pixel_histogram_draws_each_position_from_its_own_values() {
+        // Two 1×3 gray images: position 0 is always 7, position 1 is 0 or 255, position 2 is
+        // 1 or 2.
+        let images = Images {
+            shape: ImageShape::new(1, 3, 1),
+            count: 2,
+            pixels: vec![7, 0, 1, 7, 255, 2],
+        };
+        let out = pixel_histogram_draw(&images, 4000, 3).unwrap();
+        assert_eq!(out.count, 4000);
+        assert_eq!(out.pixels.len(), 4000 * 3);
+        let column = |p: usize| out.pixels.iter().skip(p).step_by(3).copied();
+        assert!(column(0).all(|v| v == 7));
+        assert!(column(1).all(|v| v == 0 || v == 255));
+        assert!(column(2).all(|v| v == 1 || v == 2));
+        // Each of two equally frequent values about half the time (4000 draws: s.d. ≈ 32).
+        let zeros = column(1).filter(|&v| v == 0).count();
+        assert!((1850..2150).contains(&zeros), "{zeros}");
+        // Independent across positions: (0, 1) together about a quarter of the time.
+        let both = (0..4000)
+            .filter(|&i| out.pixels[i * 3 + 1] == 0 && out.pixels[i * 3 + 2] == 1)
+            .count();
+        assert!((880..1120).contains(&both), "{both}");
+        // Seeded.
+        assert_eq!(
+            pixel_histogram_draw(&images, 10, 3).unwrap().pixels,
+            out.pixels[..30]
+        );
+        let empty = Images {
+            shape: images.shape,
+            count: 0,
+            pixels: vec![],
+        };
+        assert!(pixel_histogram_draw(&empty, 1, 0).is_err());
     }
 }

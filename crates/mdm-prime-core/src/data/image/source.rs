@@ -147,7 +147,7 @@ impl ImageSource {
     }
 
     /// Reads the images: `(train, Some(val))` for an official split, `(all, None)` otherwise.
-    fn read(&self) -> Result<(Images, Option<Images>)> {
+    pub fn read(&self) -> Result<(Images, Option<Images>)> {
         match self {
             ImageSource::Idx { train, val } => Ok((
                 read_idx_images(train)?,
