@@ -353,7 +353,8 @@ def text_fixture(name, ell, carry_over, time_conditioning, seed):
                          torch.full_like(digits, base), digits).reshape(B, L * ell)
     t = torch.tensor([0.3, 0.7])
     sigma = -torch.log1p(-(1 - 1e-3) * t) if time_conditioning else torch.zeros(B)
-    out = {"yt": yt, "t": t, "sigma": sigma}
+    # yt as float32 (exact for these small ids): the Rust reader reads float tensors.
+    out = {"yt": yt.float(), "t": t, "sigma": sigma}
     with torch.no_grad():
         for tag, net in (("model", backbone), ("ema", ema)):
             logits = net(yt, sigma)
@@ -595,12 +596,14 @@ def image_fixture(name, seed):
     digits = torch.where(torch.rand(digits.shape, generator=gen) < 0.5,
                          torch.full_like(digits, base), digits)
     yt = digits.reshape(1, H, W, C * ell).permute(0, 3, 1, 2).contiguous()
-    out = {"yt": yt}
+    out = {"yt": yt.float()}
+    net.eval()  # no dropout
     with torch.no_grad():
         out["logits_model_first_pixel"] = net(yt)[:, :, 0, 0, :].clone()
         shadow = DiscretePrimeUNetModel(V, ell, base + 1, unet_kwargs)
         for p, s in zip(shadow.parameters(), ema.shadow_params):
             p.copy_(s)
+        shadow.eval()
         out["logits_ema"] = shadow(yt)
     torch.save(out, os.path.join(OUT, f"{name}.expect.pt"))
 
