@@ -15,7 +15,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 use mdm_prime_core::import::{Imported, NamedTensor, Progress};
 
-use crate::checkpoint::{self, RunDir, TrainState, code_version};
+use crate::checkpoint::{self, RunDir, code_version};
 use crate::model::{Denoiser, Network};
 use crate::optim::AdamW;
 use crate::params::{map_params, named_params};
@@ -96,13 +96,7 @@ pub fn write_run(imported: &Imported, source: &Path, dir: &Path, device: &Device
     );
     meta.insert("config".to_string(), cfg.to_toml()?);
     meta.insert("imported_from".to_string(), source.display().to_string());
-    let state = TrainState {
-        step: 0,
-        tokens_seen: 0,
-        elapsed_s: 0.0,
-        code_version: code_version(),
-        skipped_steps: 0,
-    };
+    let state = checkpoint::fresh_state();
     let (progress_kind, progress) = match imported.progress {
         Progress::Steps(n) => ("steps", n),
         Progress::Epochs(n) => ("epochs", n),

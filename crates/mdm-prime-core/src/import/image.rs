@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Imported, Layout, NamedTensor, Progress, Reader, Settings, relayout};
+use super::{Imported, Layout, NamedTensor, Progress, Reader, Settings};
 use crate::config::{DataKind, LrSchedule, ModelConfig, PrimeConfig, RunConfig, UnetConfig};
 use crate::data::image::ImageShape;
 use crate::error::Result;
@@ -318,8 +318,10 @@ pub(crate) fn read(r: &Reader<'_>, opts: &super::ImportOptions) -> Result<Import
         notes.push("args.use_corrector_step: the corrector is not implemented here; sampling runs without it".into());
     }
 
-    let mut cfg = RunConfig::default();
-    cfg.seed = s.int("seed").map_or(0, |x| x.max(0) as u64);
+    let mut cfg = RunConfig {
+        seed: s.int("seed").map_or(0, |x| x.max(0) as u64),
+        ..RunConfig::default()
+    };
     cfg.data.kind = DataKind::Image;
     cfg.data.source = String::new();
     cfg.data.flip = true;
@@ -382,20 +384,8 @@ pub(crate) fn read(r: &Reader<'_>, opts: &super::ImportOptions) -> Result<Import
     };
     let prefix = if wrapped { "model." } else { "" };
     let map = |key: &str, t: &TensorRef| -> Result<NamedTensor> {
-        let (name, layout) = target(key, &st, head).ok_or_else(|| {
-            r.fail(format!(
-                "model key `{prefix}{key}` (shape {:?}) is not a parameter of the official \
-                 discrete U-Net this importer maps",
-                t.shape
-            ))
-        })?;
-        let values = r.values(key, t)?;
-        let (shape, values) = relayout(key, &t.shape, values, layout).map_err(|e| r.fail(e))?;
-        Ok(NamedTensor {
-            name,
-            shape,
-            values,
-        })
+        let shown = format!("model key `{prefix}{key}`");
+        r.map(key, &shown, t, target(key, &st, head), "discrete U-Net")
     };
     let model = params
         .iter()

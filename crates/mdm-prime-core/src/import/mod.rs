@@ -187,6 +187,32 @@ impl Reader<'_> {
         Error::data(&self.path, reason)
     }
 
+    /// The official tensor `key` (`shown` as the file names it) renamed and laid out by
+    /// `target`; `None` (no rule maps the key) is an error naming it and saying `what` the
+    /// importer maps.
+    fn map(
+        &self,
+        key: &str,
+        shown: &str,
+        t: &TensorRef,
+        target: Option<(String, Layout)>,
+        what: &str,
+    ) -> Result<NamedTensor> {
+        let (name, layout) = target.ok_or_else(|| {
+            self.fail(format!(
+                "{shown} (shape {:?}) is not a parameter of the official {what} this importer maps",
+                t.shape
+            ))
+        })?;
+        let values = self.values(key, t)?;
+        let (shape, values) = relayout(key, &t.shape, values, layout).map_err(|e| self.fail(e))?;
+        Ok(NamedTensor {
+            name,
+            shape,
+            values,
+        })
+    }
+
     fn values(&self, key: &str, t: &TensorRef) -> Result<Vec<f32>> {
         self.archive
             .tensor_f32(t)

@@ -24,7 +24,7 @@
 //! list in `backbone.parameters()` order: the state dict's keys without its one buffer
 //! (`rotary_emb.inv_freq`).
 
-use super::{Imported, Layout, NamedTensor, Progress, Reader, Settings, plain, relayout};
+use super::{Imported, Layout, NamedTensor, Progress, Reader, Settings, plain};
 use crate::config::{
     DataKind, DitConfig, LrSchedule, ModelConfig, PrimeConfig, RunConfig, TrainConfig,
 };
@@ -245,8 +245,10 @@ pub(crate) fn read(r: &Reader<'_>) -> Result<Imported> {
         );
     }
 
-    let mut cfg = RunConfig::default();
-    cfg.seed = s.int("seed").map_or(1, |x| x.max(0) as u64);
+    let mut cfg = RunConfig {
+        seed: s.int("seed").map_or(1, |x| x.max(0) as u64),
+        ..RunConfig::default()
+    };
     cfg.data.kind = DataKind::Text;
     cfg.data.tokenizer = tokenizer;
     cfg.data.seq_len = s.usize("model.length")?;
@@ -274,20 +276,8 @@ pub(crate) fn read(r: &Reader<'_>) -> Result<Imported> {
     // The weights, then the EMA in the same parameter order.
     let drop_mask = ell == 1;
     let map = |key: &str, t: &TensorRef| -> Result<NamedTensor> {
-        let (name, layout) = target(key, v, drop_mask).ok_or_else(|| {
-            r.fail(format!(
-                "state_dict key `backbone.{key}` (shape {:?}) is not a parameter of the official \
-                 DiT this importer maps",
-                t.shape
-            ))
-        })?;
-        let values = r.values(key, t)?;
-        let (shape, values) = relayout(key, &t.shape, values, layout).map_err(|e| r.fail(e))?;
-        Ok(NamedTensor {
-            name,
-            shape,
-            values,
-        })
+        let shown = format!("state_dict key `backbone.{key}`");
+        r.map(key, &shown, t, target(key, v, drop_mask), "DiT")
     };
     let model = params
         .iter()
