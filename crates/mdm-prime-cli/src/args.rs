@@ -18,6 +18,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Generate text (or, for an image run, a PNG grid) with the idle-step-aware ancestral sampler.
     Sample(SampleArgs),
+    /// Turn an official MDM-Prime checkpoint (text .ckpt or image .pth) into a run directory
+    /// that eval, sample and train --resume use; no Python, no pickle code runs.
+    Import(ImportArgs),
     /// Image runs: complete partially observed validation images (regions and/or digit slots).
     Impute(ImputeArgs),
     /// Simulate the reveal process (no model) and report idle-step ratios against the closed form.
@@ -72,6 +75,25 @@ pub struct TrainArgs {
     /// (cuda:0,cuda:1,…). Shorthand for --set train.device=….
     #[arg(long)]
     pub device: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The official checkpoint: `text/owt/results_*/checkpoint.ckpt` or
+    /// `image/<set>/results_*/checkpoint-<epoch>.pth` from the Hugging Face repository
+    /// chen-hao-chao/mdm-prime.
+    pub checkpoint: std::path::PathBuf,
+    /// The run directory to create (e.g. runs/prime-l4-co).
+    #[arg(long)]
+    pub to: std::path::PathBuf,
+    /// Image checkpoints only: GroupNorm groups of the U-Net (not recorded in the file; the
+    /// official code uses 32).
+    #[arg(long, default_value_t = 32)]
+    pub unet_groups: usize,
+    /// Image checkpoints only: channels per attention head (not recorded in the file; the
+    /// official code uses 64).
+    #[arg(long, default_value_t = 64)]
+    pub unet_head_channels: usize,
 }
 
 #[derive(Debug, Args)]

@@ -773,3 +773,106 @@ fn device_choices_fail_clearly() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn official(name: &str) -> String {
+    format!(
+        "{}/../mdm-prime/assets/official/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn imported_official_checkpoints_evaluate_sample_and_fine_tune() {
+    let dir = temp_dir("import");
+    let run = dir.join("prime-l4");
+    let run_s = run.to_str().unwrap();
+    let o = mdm_prime(&["import", &official("prime_l4_co.ckpt"), "--to", run_s]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ℓ = 4, carry-over true"));
+    assert!(run.join("import.json").exists());
+    let o = mdm_prime(&[
+        "eval",
+        "--run",
+        run_s,
+        "--data",
+        "moby-dick",
+        "--json",
+        "--set",
+        "eval.max_sequences=8",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(v.to_string().contains("elbo"), "{v}");
+    let o = mdm_prime(&[
+        "sample", "--run", run_s, "--num", "2", "--steps", "8", "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = mdm_prime(&[
+        "train",
+        "--run-dir",
+        run_s,
+        "--resume",
+        "--data",
+        "moby-dick",
+        "--quiet",
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.batch_size=2",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.checkpoint_every=2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let state = std::fs::read_to_string(run.join("state.json")).unwrap();
+    assert!(state.contains("\"step\": 2"), "{state}");
+
+    let img = dir.join("unet");
+    let o = mdm_prime(&[
+        "import",
+        &official("unet_l2.pth"),
+        "--to",
+        img.to_str().unwrap(),
+        "--unet-groups",
+        "2",
+        "--unet-head-channels",
+        "6",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = mdm_prime(&[
+        "sample",
+        "--run",
+        img.to_str().unwrap(),
+        "--num",
+        "2",
+        "--steps",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Bad input: clear errors, no run directory left behind.
+    let o = mdm_prime(&[
+        "import",
+        &official("unet_l2.pth"),
+        "--to",
+        dir.join("x").to_str().unwrap(),
+    ]);
+    assert_clear_error(
+        &o,
+        "official groups",
+        &["the config read from the checkpoint"],
+    );
+    let text = dir.join("not-a-checkpoint.ckpt");
+    std::fs::write(&text, "hello").unwrap();
+    let o = mdm_prime(&[
+        "import",
+        text.to_str().unwrap(),
+        "--to",
+        dir.join("y").to_str().unwrap(),
+    ]);
+    assert_clear_error(&o, "a text file", &["not a zip archive"]);
+    let o = mdm_prime(&["import", &official("prime_l4_co.ckpt"), "--to", run_s]);
+    assert_clear_error(&o, "an existing run", &["already holds a run"]);
+    assert!(!dir.join("x").exists() && !dir.join("y").exists());
+}

@@ -40,6 +40,17 @@ pub fn code_version() -> String {
 
 pub use mdm_prime_core::checkpoint::TrainState;
 
+/// The progress of a run that has not trained yet (a new run, an imported one).
+pub fn fresh_state() -> TrainState {
+    TrainState {
+        step: 0,
+        tokens_seen: 0,
+        elapsed_s: 0.0,
+        code_version: code_version(),
+        skipped_steps: 0,
+    }
+}
+
 /// The files a trainer writes in the root of a run directory (whose stale temporaries
 /// [`recover`] may remove).
 const RUN_FILES: &[&str] = &[

@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod import;
 pub mod inception;
 pub mod model;
 pub mod objective;

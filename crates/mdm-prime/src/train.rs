@@ -188,13 +188,7 @@ impl Trainer {
                 )?;
                 let _ = std::fs::remove_file(run.metrics());
                 let ema = fresh.valid().with_bf16_matmuls(false);
-                let state = TrainState {
-                    step: 0,
-                    tokens_seen: 0,
-                    elapsed_s: 0.0,
-                    code_version: code_version(),
-                    skipped_steps: 0,
-                };
+                let state = checkpoint::fresh_state();
                 (fresh, ema, state)
             }
         };

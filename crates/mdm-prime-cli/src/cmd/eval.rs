@@ -16,8 +16,18 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let (model, tables) = load_ema(&cfg, &run, &device)?;
 
     // The run's own corpus gives the training split (for the unigram floor) and, by default,
-    // the validation blocks.
-    let train_data = load_data(&cfg, &cfg.data.source)?;
+    // the validation blocks. An imported run records none (docs/import.md): there `--data` is
+    // required, and its training split gives the unigram floor.
+    let own_source = match (cfg.data.source.as_str(), &args.data) {
+        ("", Some(source)) => source.clone(),
+        ("", None) => anyhow::bail!(
+            "{} records no training corpus (an imported checkpoint): pass --data <corpus or \
+             images> to evaluate on",
+            args.run.display()
+        ),
+        (source, _) => source.to_string(),
+    };
+    let train_data = load_data(&cfg, &own_source)?;
     let (blocks, label): (Vec<&[u32]>, String);
     let other;
     match &args.data {

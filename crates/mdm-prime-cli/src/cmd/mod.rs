@@ -5,6 +5,7 @@ mod check;
 mod eval;
 mod fid;
 mod image;
+mod import;
 mod impute;
 mod isr;
 mod run;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Sample(args) => sample::run(args),
+        Command::Import(args) => import::run(args),
         Command::Impute(args) => impute::run(args),
         Command::Isr(args) => isr::run(args),
         Command::Bench(args) => bench::run(args),

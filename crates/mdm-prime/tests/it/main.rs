@@ -5,6 +5,7 @@ mod common;
 mod faults;
 mod fused_unet;
 mod image;
+mod import;
 mod model;
 mod ops;
 mod parallel;

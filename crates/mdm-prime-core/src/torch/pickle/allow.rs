@@ -11,6 +11,7 @@ use crate::torch::value::DType;
 pub struct AllowList {
     classes: Vec<String>,
     torchscript: bool,
+    pub(super) parent_links: bool,
 }
 
 impl AllowList {
@@ -23,6 +24,15 @@ impl AllowList {
     /// data: an [`Object`](crate::torch::Object) with its constructor arguments and state. Nothing of it runs.
     pub fn class(mut self, name: impl Into<String>) -> Self {
         self.classes.push(name.into());
+        self
+    }
+
+    /// Reads a reference from inside an object back to that object or one enclosing it (a parent
+    /// link, such as omegaconf's `_parent` in a saved `DictConfig`) as `None`, instead of
+    /// refusing the pickle as one that contains itself. The data below is kept; only the link
+    /// back up is cut.
+    pub fn parent_links_as_none(mut self, yes: bool) -> Self {
+        self.parent_links = yes;
         self
     }
 

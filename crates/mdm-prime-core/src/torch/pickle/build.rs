@@ -338,6 +338,14 @@ impl Vm<'_> {
             Node::Tuple(v) => Value::Tuple(self.trees(&v.clone(), d)?),
             Node::Set(v) => Value::Set(self.trees(&v.clone(), d)?),
             Node::Dict(p) => Value::Dict(self.pair_trees(&p.clone(), d)?),
+            Node::Object { .. } if self.open.contains(&id) => {
+                // A reference back to an enclosing object: a parent link (omegaconf's
+                // `_parent`), read as None where the caller allows it; otherwise a cycle.
+                if !self.allow.parent_links {
+                    return Err(PickleError::TooDeep);
+                }
+                Value::None
+            }
             Node::Object {
                 class,
                 args,
@@ -345,6 +353,7 @@ impl Vm<'_> {
                 items,
                 list,
             } => {
+                self.open.push(id);
                 let (class, args, state, items, list) = (
                     class.clone(),
                     args.clone(),
@@ -352,7 +361,7 @@ impl Vm<'_> {
                     items.clone(),
                     list.clone(),
                 );
-                Value::Object(Object {
+                let object = Value::Object(Object {
                     class,
                     args: self.trees(&args, d)?,
                     state: match state {
@@ -361,7 +370,9 @@ impl Vm<'_> {
                     },
                     items: self.pair_trees(&items, d)?,
                     list: self.trees(&list, d)?,
-                })
+                });
+                self.open.pop();
+                object
             }
         })
     }

@@ -97,6 +97,7 @@ pub fn load(bytes: &[u8], allow: &AllowList) -> Result<Value> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        open: Vec::new(),
         allow,
         budget: limit,
         limit,
@@ -115,6 +116,8 @@ struct Vm<'a> {
     marks: Vec<usize>,
     memo: HashMap<u32, Id>,
     allow: &'a AllowList,
+    /// The objects whose tree is being built (to recognise a reference back to one).
+    open: Vec<Id>,
     /// Bytes the arena and the tree may still take.
     budget: usize,
     limit: usize,
@@ -361,21 +364,32 @@ impl<'a> Vm<'a> {
         Ok(text)
     }
 
+    /// `LONG1` / `LONG4`: a little-endian two's-complement integer of `n` bytes. One that does
+    /// not fit in 64 bits is read as the nearest float (transformers pickles its "no limit"
+    /// `model_max_length = int(1e30)` this way): the reader keeps data, not arithmetic.
     fn long(&mut self, n: usize) -> Result<()> {
         let raw = self.take(n, "LONG")?;
         let negative = raw.last().is_some_and(|&b| b & 0x80 != 0);
         let fill = if negative { 0xff } else { 0 };
-        if raw.len() > 8 && raw[8..].iter().any(|&b| b != fill) {
-            return Err(self.bad(format!("a {n}-byte integer does not fit in 64 bits")));
-        }
         let mut le = [fill; 8];
         let used = raw.len().min(8);
         le[..used].copy_from_slice(&raw[..used]);
         let v = i64::from_le_bytes(le);
-        if raw.len() > 8 && (v < 0) != negative {
-            return Err(self.bad(format!("a {n}-byte integer does not fit in 64 bits")));
+        let fits = raw.len() <= 8 || (raw[8..].iter().all(|&b| b == fill) && (v < 0) == negative);
+        if fits {
+            self.leaf(Value::Int(v))?;
+        } else {
+            let unsigned = raw
+                .iter()
+                .rev()
+                .fold(0f64, |acc, &b| acc * 256.0 + f64::from(b));
+            let value = if negative {
+                unsigned - 256f64.powi(n as i32)
+            } else {
+                unsigned
+            };
+            self.leaf(Value::Float(value))?;
         }
-        self.leaf(Value::Int(v))?;
         Ok(())
     }
 

@@ -31,7 +31,7 @@ fn plain_values_read_as_python_builds_them() {
 }
 
 #[test]
-fn long1_reads_two_complement_and_refuses_beyond_64_bits() {
+fn long1_reads_two_complement_and_beyond_64_bits_as_the_nearest_float() {
     // 2**40 = 0x01_0000_0000_00 (6 bytes); -(2**62) = 0xc0 << 56 (8 bytes).
     assert_eq!(
         read(b"\x8a\x06\x00\x00\x00\x00\x00\x01.").unwrap(),
@@ -39,9 +39,15 @@ fn long1_reads_two_complement_and_refuses_beyond_64_bits() {
     );
     let v = read(b"\x8a\x08\x00\x00\x00\x00\x00\x00\x00\xc0.").unwrap();
     assert_eq!(v, Value::Int(-(1 << 62)));
-    // 2**63 needs 9 bytes (a zero sign byte): out of range for i64.
-    let e = read(b"\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x80\x00.").unwrap_err();
-    assert!(e.to_string().contains("64 bits"), "{e}");
+    // 2**63 needs 9 bytes (a zero sign byte): out of range for i64, read as a float.
+    let v = read(b"\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x80\x00.").unwrap();
+    assert_eq!(v, Value::Float(9223372036854775808.0));
+    // int(1e30) (transformers' VERY_LARGE_INTEGER), as pickle.dumps writes it: 13 bytes.
+    let big = b"\x8a\x0d\x00\x00\x00\x00\x00\x00\x75\x46\xd0\x9c\x2c\x9f\x0c.";
+    assert_eq!(read(big).unwrap(), Value::Float(1e30));
+    // -(2**64): 9 bytes, negative.
+    let v = read(b"\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\xff.").unwrap();
+    assert_eq!(v, Value::Float(-18446744073709551616.0));
     // -1 written with a redundant 9th sign byte still fits.
     assert_eq!(
         read(b"\x8a\x09\xff\xff\xff\xff\xff\xff\xff\xff\xff.").unwrap(),
