@@ -8,7 +8,9 @@ use mdm_prime_core::metrics::inception::InceptionWeights;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let path = args.next().ok_or("usage: inception_profile default_1.pt [batch]")?;
+    let path = args
+        .next()
+        .ok_or("usage: inception_profile default_1.pt [batch]")?;
     let batch: usize = args.next().map(|b| b.parse()).transpose()?.unwrap_or(50);
     let device = mdm_prime::device::cpu();
     let net = Inception::new(&InceptionWeights::load(path.as_ref())?, &device);
@@ -21,7 +23,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t_in = t.elapsed().as_secs_f64();
         let stages = net.features_timed(x);
         let total: f64 = stages.iter().map(|(_, s)| s).sum();
-        println!("round {round}: transform {t_in:.3} s, network {total:.2} s, {:.1} images/s", batch as f64 / (total + t_in));
+        println!(
+            "round {round}: transform {t_in:.3} s, network {total:.2} s, {:.1} images/s",
+            batch as f64 / (total + t_in)
+        );
         for (name, s) in stages {
             println!("  {name:10} {s:.3} s ({:.0}%)", 100.0 * s / total);
         }

@@ -12,12 +12,13 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use mdm_prime_core::config::RunConfig;
 use mdm_prime_core::data::image::{ImageShape, Images};
-use mdm_prime_core::metrics::Kid;
 use mdm_prime_core::metrics::inception::{
     BLOCKS, Block, FEATURES, FINAL_AVG, INPUT_RANGE, INPUT_SIZE, InceptionWeights, Pool,
     REDUCE_MAX, STEM, TOWER_AVG, conv_specs, resize_matrix,
 };
+use mdm_prime_core::metrics::{Gaussian, Kid, frechet_distance};
 use std::collections::HashMap;
 
 /// One convolution + folded batch norm + ReLU.
@@ -365,4 +366,98 @@ pub fn kid_gemm(
             ix.len(),
         ))
     })?)
+}
+
+/// Training-time FID ([`crate::train::Probe`]): `samples` images drawn from the EMA model with
+/// a fixed seed (the run's sampler settings) against the statistics of as many reference
+/// (validation) images, extracted once. With fewer than 2,049 images the covariances are
+/// singular: a relative FID for comparing the checkpoints of one run (the paper's use, for
+/// early stopping), not a number to compare with other papers'.
+pub struct FidProbe {
+    net: Inception,
+    reference: Gaussian,
+    samples: usize,
+    every: u64,
+    seed: u64,
+}
+
+impl FidProbe {
+    /// Extracts the reference statistics from the first `samples` of `reference` (all of
+    /// them when there are fewer; at least 2 are needed).
+    pub fn new(
+        net: Inception,
+        reference: &Images,
+        samples: usize,
+        every: u64,
+        seed: u64,
+    ) -> crate::Result<Self> {
+        let mut reference = reference.clone();
+        reference.truncate(samples);
+        let features = net.extract(&reference, 50, &mut |_| {})?;
+        let reference = Gaussian::from_features(&features, reference.count, FEATURES)?;
+        Ok(FidProbe {
+            net,
+            reference,
+            samples,
+            every,
+            seed,
+        })
+    }
+}
+
+impl crate::train::Probe for FidProbe {
+    fn name(&self) -> &str {
+        "fid"
+    }
+
+    fn every(&self) -> u64 {
+        self.every
+    }
+
+    fn measure(
+        &mut self,
+        model: &crate::model::Network,
+        tables: &crate::subtoken::PrimeTables,
+        cfg: &RunConfig,
+        device: &Device,
+    ) -> crate::Result<f64> {
+        use crate::sampler::{CacheMode, SampleSettings, Template, sample};
+        let shape = cfg.data.image.ok_or_else(|| {
+            mdm_prime_core::Error::config("train.fid_every", "FID needs an image run")
+        })?;
+        let settings = SampleSettings {
+            steps: cfg.sample_steps(),
+            seq_len: cfg.data.seq_len,
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: self.seed,
+            precision: mdm_prime_core::sampling::NoisePrecision::F64,
+            carry_over: cfg.prime.carry_over,
+            cache: CacheMode::Sequence,
+            batch_size: cfg.eval.batch_size.max(1),
+        };
+        let free = Template::free(cfg.data.seq_len, cfg.prime.ell);
+        let (drawn, _) = sample(
+            model,
+            tables,
+            cfg.solver(),
+            &settings,
+            &free,
+            self.samples,
+            0,
+            device,
+            &mut |_, _| {},
+        )?;
+        let images = Images {
+            shape,
+            count: drawn.len(),
+            pixels: drawn
+                .iter()
+                .flat_map(|s| s.tokens.iter().map(|&v| v.min(255) as u8))
+                .collect(),
+        };
+        let features = self.net.extract(&images, 50, &mut |_| {})?;
+        let stats = Gaussian::from_features(&features, images.count, FEATURES)?;
+        Ok(frechet_distance(&self.reference, &stats)?)
+    }
 }

@@ -62,6 +62,8 @@ pub enum TrainEvent {
     Eval { step: u64, report: EvalReport },
     /// A checkpoint was written.
     Checkpoint { step: u64 },
+    /// A [`Probe`] measured the EMA model.
+    Probe { step: u64, name: String, value: f64 },
 }
 
 /// How a training run ended.
@@ -103,8 +105,28 @@ pub struct Trainer {
     replicas: Vec<Replica>,
     /// What opening the run directory had to repair after a crash (see [`checkpoint::recover`]).
     pub recovery: checkpoint::Recovery,
+    /// Measurements of the EMA model taken every [`Probe::every`] steps (e.g. FID).
+    probes: Vec<Box<dyn Probe>>,
     /// The run directory's writer lock, held while this trainer lives.
     _lock: std::fs::File,
+}
+
+/// A measurement of the EMA model that training takes every [`Probe::every`] steps and at the
+/// end, logged in metrics.jsonl as `{"step": s, <name>: value}`. The trainer knows neither what
+/// it measures nor how (FID: `crate::inception::FidProbe`).
+pub trait Probe {
+    /// The key in metrics.jsonl.
+    fn name(&self) -> &str;
+    /// Steps between measurements (≥ 1).
+    fn every(&self) -> u64;
+    /// One measurement of `model` (the EMA weights) on `device`.
+    fn measure(
+        &mut self,
+        model: &Network,
+        tables: &PrimeTables,
+        cfg: &RunConfig,
+        device: &Device,
+    ) -> Result<f64>;
 }
 
 impl Trainer {
@@ -203,6 +225,7 @@ impl Trainer {
             device: device.clone(),
             replicas: Vec::new(),
             recovery,
+            probes: Vec::new(),
             _lock: lock,
         })
     }
@@ -350,6 +373,35 @@ impl Trainer {
             &self.device,
             &mut |_, _| {},
         )
+    }
+
+    /// Adds a measurement taken every [`Probe::every`] steps and at the end of [`run`].
+    pub fn add_probe(&mut self, probe: Box<dyn Probe>) {
+        self.probes.push(probe);
+    }
+
+    /// Takes the probes due at `step` (all of them when `last`) and logs each value.
+    fn run_probes(&mut self, step: u64, last: bool) -> Result<Vec<(String, f64)>> {
+        let mut probes = std::mem::take(&mut self.probes);
+        let mut out = Vec::new();
+        let mut result = Ok(());
+        for p in probes
+            .iter_mut()
+            .filter(|p| last || step.is_multiple_of(p.every().max(1)))
+        {
+            match p.measure(&self.ema, &self.tables, &self.cfg, &self.device) {
+                Ok(v) => {
+                    result = self.log(json!({"step": step, p.name(): v}));
+                    out.push((p.name().to_string(), v));
+                }
+                Err(e) => result = Err(e),
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        self.probes = probes;
+        result.map(|()| out)
     }
 
     /// [`Trainer::open`] on `devices[0]`, with one replica of the model on each further device
@@ -511,7 +563,13 @@ pub fn run(
             });
             last_eval = Some(report);
         }
-        if healthy && (pending_save || step.is_multiple_of(tc.checkpoint_every) || last) {
+        if healthy && !trainer.probes.is_empty() && !interrupted {
+            for (name, value) in trainer.run_probes(step, last)? {
+                on_event(&TrainEvent::Probe { step, name, value });
+            }
+        }
+        let checkpoint_due = step.is_multiple_of(trainer.cfg.train.checkpoint_every);
+        if healthy && (pending_save || checkpoint_due || last) {
             match save_with_policy(trainer, last) {
                 Ok(()) => {
                     pending_save = false;
@@ -605,7 +663,7 @@ pub fn plot_metrics(run: &RunDir, objective: &str) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(run.metrics()) else {
         return Ok(());
     };
-    let (mut train, mut val) = (Vec::new(), Vec::new());
+    let (mut train, mut val, mut fid) = (Vec::new(), Vec::new(), Vec::new());
     for v in text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -615,6 +673,9 @@ pub fn plot_metrics(run: &RunDir, objective: &str) -> Result<()> {
         };
         if let Some(loss) = v.get("loss").and_then(|x| x.as_f64()) {
             train.push((step, loss));
+        }
+        if let Some(f) = v.get("fid").and_then(|x| x.as_f64()) {
+            fid.push((step, f));
         }
         if let Some(e) = v
             .pointer("/val/elbo_nats_per_token")
@@ -644,5 +705,20 @@ pub fn plot_metrics(run: &RunDir, objective: &str) -> Result<()> {
         y_label: "nats per token".into(),
         ..PlotSpec::default()
     };
-    write_png(&run.loss_plot(), &spec, &series).map_err(Error::from)
+    write_png(&run.loss_plot(), &spec, &series).map_err(Error::from)?;
+    if fid.is_empty() {
+        return Ok(());
+    }
+    let spec = PlotSpec {
+        title: "training-time FID (EMA samples vs validation images)".into(),
+        x_label: "step".into(),
+        y_label: "FID".into(),
+        ..PlotSpec::default()
+    };
+    let series = [Series {
+        name: "FID".into(),
+        points: fid,
+        color: PALETTE[0],
+    }];
+    write_png(&run.root.join("fid.png"), &spec, &series).map_err(Error::from)
 }

@@ -133,6 +133,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         run.root.display()
     );
 
+    if cfg.train.fid_every > 0 {
+        trainer.add_probe(Box::new(fid_probe(&cfg, &data, trainer.device())?));
+    }
+
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -197,6 +201,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "step {step}: val elbo {:.4} nats/token (ppl {:.3}), paper objective {:.4}",
             report.elbo_nats_per_token, report.elbo_ppl, report.paper_objective_nats_per_token
         )),
+        TrainEvent::Probe { step, name, value } => {
+            pb.println(format!("step {step}: {name} {value:.3} (EMA)"))
+        }
         TrainEvent::Checkpoint { .. } => {}
         TrainEvent::WriteFailed { step, error } => pb.println(format!(
             "step {step}: checkpoint not written ({error}); the previous one is intact, \
@@ -358,4 +365,52 @@ fn print_samples(trainer: &Trainer, cfg: &RunConfig) -> anyhow::Result<()> {
 /// Quotes a string as a TOML literal for an override.
 fn toml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The training-time FID of `[train] fid_every`: the Inception-v3 from `train.fid_inception`
+/// (or `$MDM_PRIME_FID_WEIGHTS`) and the first `fid_samples` validation images as reference.
+fn fid_probe(
+    cfg: &RunConfig,
+    data: &Dataset,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<mdm_prime::inception::FidProbe> {
+    use mdm_prime_core::data::image::Images;
+    use mdm_prime_core::metrics::inception::{HOW_TO_GET, InceptionWeights};
+    let t = &cfg.train;
+    let path = match (
+        t.fid_inception.as_str(),
+        std::env::var_os("MDM_PRIME_FID_WEIGHTS"),
+    ) {
+        ("", Some(p)) if !p.is_empty() => std::path::PathBuf::from(p),
+        ("", _) => anyhow::bail!(
+            "config key `train.fid_every`: training-time FID needs the Inception-v3 weights; set \
+             train.fid_inception = \"…/default_1.pt\" or MDM_PRIME_FID_WEIGHTS ({HOW_TO_GET})"
+        ),
+        (p, _) => std::path::PathBuf::from(p),
+    };
+    let shape = data
+        .image
+        .context("config key `train.fid_every`: FID needs image data")?;
+    let n = t.fid_samples.min(data.n_val());
+    let reference = Images {
+        shape,
+        count: n,
+        pixels: (0..n)
+            .flat_map(|i| data.val_block(i).iter().map(|&v| v.min(255) as u8))
+            .collect(),
+    };
+    let net = mdm_prime::inception::Inception::new(&InceptionWeights::load(&path)?, device);
+    eprintln!(
+        "FID every {} steps: {} EMA samples against {n} validation images ({})",
+        t.fid_every,
+        t.fid_samples,
+        path.display()
+    );
+    Ok(mdm_prime::inception::FidProbe::new(
+        net,
+        &reference,
+        t.fid_samples,
+        t.fid_every,
+        cfg.seed,
+    )?)
 }

