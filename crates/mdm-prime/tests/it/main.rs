@@ -3,6 +3,7 @@
 
 mod common;
 mod faults;
+mod fid;
 mod fused_unet;
 mod image;
 mod import;
