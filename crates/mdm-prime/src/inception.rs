@@ -323,16 +323,8 @@ pub fn kid_gemm(
     seed: u64,
     device: &Device,
 ) -> crate::Result<Kid> {
-    use mdm_prime_core::metrics::kid::{kernel_of_dot, kid_with, mmd2_from_kernels};
-    if d == 0 || !x.len().is_multiple_of(d) || !y.len().is_multiple_of(d) {
-        return Err(mdm_prime_core::Error::Value(format!(
-            "KID: {} and {} values are not rows of {d}",
-            x.len(),
-            y.len()
-        ))
-        .into());
-    }
-    let (nx, ny) = (x.len() / d, y.len() / d);
+    use mdm_prime_core::metrics::kid::{kernel_of_dot, kid_with, mmd2_from_kernels, row_counts};
+    let (nx, ny) = row_counts(x, y, d)?;
     let upload = |v: &[f32], n: usize| -> Tensor<2> {
         Tensor::from_data(TensorData::new(v.to_vec(), [n, d]), device)
     };
@@ -421,7 +413,7 @@ impl crate::train::Probe for FidProbe {
         cfg: &RunConfig,
         device: &Device,
     ) -> crate::Result<f64> {
-        use crate::sampler::{CacheMode, SampleSettings, Template, sample};
+        use crate::sampler::{CacheMode, SampleSettings, sample_unconditional};
         let shape = cfg.data.image.ok_or_else(|| {
             mdm_prime_core::Error::config("train.fid_every", "FID needs an image run")
         })?;
@@ -436,26 +428,16 @@ impl crate::train::Probe for FidProbe {
             cache: CacheMode::Sequence,
             batch_size: cfg.eval.batch_size.max(1),
         };
-        let free = Template::free(cfg.data.seq_len, cfg.prime.ell);
-        let (drawn, _) = sample(
+        let drawn = sample_unconditional(
             model,
             tables,
-            cfg.solver(),
+            cfg,
             &settings,
-            &free,
             self.samples,
-            0,
             device,
             &mut |_, _| {},
         )?;
-        let images = Images {
-            shape,
-            count: drawn.len(),
-            pixels: drawn
-                .iter()
-                .flat_map(|s| s.tokens.iter().map(|&v| v.min(255) as u8))
-                .collect(),
-        };
+        let images = Images::from_tokens(shape, drawn.iter().map(|s| s.tokens.as_slice()))?;
         let features = self.net.extract(&images, 50, &mut |_| {})?;
         let stats = Gaussian::from_features(&features, images.count, FEATURES)?;
         Ok(frechet_distance(&self.reference, &stats)?)

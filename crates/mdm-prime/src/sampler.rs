@@ -142,6 +142,32 @@ pub fn sample<M: Denoiser>(
     )
 }
 
+/// `n` unconditional sequences of the run's length with the run's solver (`cfg.solver()`): what
+/// `sample` on an image run, `fid` and the training-time FID draw.
+pub fn sample_unconditional<M: Denoiser>(
+    model: &M,
+    tables: &PrimeTables,
+    cfg: &mdm_prime_core::config::RunConfig,
+    settings: &SampleSettings,
+    n: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Sample>> {
+    let free = Template::free(cfg.data.seq_len, cfg.prime.ell);
+    let (samples, _) = sample(
+        model,
+        tables,
+        cfg.solver(),
+        settings,
+        &free,
+        n,
+        0,
+        device,
+        progress,
+    )?;
+    Ok(samples)
+}
+
 /// Sizes from the user, checked before anything is allocated: every sequence's digits and
 /// random state, and its record of idle steps.
 fn check_sizes(n: usize, settings: &SampleSettings, ell: usize) -> Result<()> {

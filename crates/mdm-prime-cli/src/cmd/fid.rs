@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use burn::tensor::Device;
 use mdm_prime::checkpoint::{RunDir, write_atomic};
 use mdm_prime::inception::{Inception, kid_gemm};
-use mdm_prime::sampler::{Template, sample};
+use mdm_prime::sampler::sample_unconditional;
 use mdm_prime_core::data::image::{ImageSource, Images, pixel_histogram_draw, read_png_folder};
 use mdm_prime_core::metrics::inception::{FEATURES, HOW_TO_GET, InceptionWeights};
 use mdm_prime_core::metrics::{Gaussian, frechet_distance, npz};
@@ -368,15 +368,12 @@ fn sample_run(run: &RunDir, args: &FidArgs, device: &Device) -> anyhow::Result<S
         "sampling step {pos}/{len} of a batch [{bar:30}] ETA {eta}",
     );
     let t = Instant::now();
-    let free = Template::free(cfg.data.seq_len, cfg.prime.ell);
-    let (samples, _) = sample(
+    let samples = sample_unconditional(
         &model,
         &tables,
-        cfg.solver(),
+        &cfg,
         &settings,
-        &free,
         args.num,
-        0,
         device,
         &mut |k, _| pb.set_position(k as u64),
     )?;

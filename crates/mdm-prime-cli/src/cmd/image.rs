@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use burn::tensor::Device;
 use mdm_prime::checkpoint::write_atomic;
 use mdm_prime::model::Denoiser;
-use mdm_prime::sampler::{Sample, SampleSettings, Template, sample, sample_each};
+use mdm_prime::sampler::{Sample, SampleSettings, Template, sample_each, sample_unconditional};
 use mdm_prime::subtoken::PrimeTables;
 use mdm_prime_core::Codec;
 use mdm_prime_core::config::{DataKind, RunConfig};
@@ -44,18 +44,7 @@ pub fn sample_grid<M: Denoiser>(
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<Vec<Sample>> {
     let shape = shape_of(cfg, "sample")?;
-    let free = Template::free(cfg.data.seq_len, cfg.prime.ell);
-    let (samples, _) = sample(
-        model,
-        tables,
-        cfg.solver(),
-        settings,
-        &free,
-        n,
-        0,
-        device,
-        progress,
-    )?;
+    let samples = sample_unconditional(model, tables, cfg, settings, n, device, progress)?;
     let images: Vec<&[u32]> = samples.iter().map(|s| s.tokens.as_slice()).collect();
     make_parent(png)?;
     write_png_grid(png, &images, shape, grid_cols(n))?;
@@ -80,7 +69,6 @@ pub fn write_pngs(
     prefix: &str,
 ) -> anyhow::Result<Images> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut pixels = Vec::with_capacity(samples.len() * shape.tokens());
     for (k, s) in samples.iter().enumerate() {
         write_png_grid(
             &dir.join(format!("{prefix}{k:06}.png")),
@@ -88,13 +76,11 @@ pub fn write_pngs(
             shape,
             1,
         )?;
-        pixels.extend(s.tokens.iter().map(|&v| v as u8)); // < 256: write_png_grid checked
     }
-    Ok(Images {
+    Ok(Images::from_tokens(
         shape,
-        count: samples.len(),
-        pixels,
-    })
+        samples.iter().map(|s| s.tokens.as_slice()),
+    )?)
 }
 
 /// Completes each of `originals` `completions` times from the sub-tokens `observed` flags

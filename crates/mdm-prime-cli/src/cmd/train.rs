@@ -392,13 +392,7 @@ fn fid_probe(
         .image
         .context("config key `train.fid_every`: FID needs image data")?;
     let n = t.fid_samples.min(data.n_val());
-    let reference = Images {
-        shape,
-        count: n,
-        pixels: (0..n)
-            .flat_map(|i| data.val_block(i).iter().map(|&v| v.min(255) as u8))
-            .collect(),
-    };
+    let reference = Images::from_tokens(shape, (0..n).map(|i| data.val_block(i)))?;
     let net = mdm_prime::inception::Inception::new(&InceptionWeights::load(&path)?, device);
     eprintln!(
         "FID every {} steps: {} EMA samples against {n} validation images ({})",

@@ -65,13 +65,7 @@ pub fn kid(
     subset_size: usize,
     seed: u64,
 ) -> Result<Kid> {
-    if d == 0 || !x.len().is_multiple_of(d) || !y.len().is_multiple_of(d) {
-        return Err(Error::Value(format!(
-            "KID: {} and {} values are not rows of {d}",
-            x.len(),
-            y.len()
-        )));
-    }
+    row_counts(x, y, d)?;
     let xs: Vec<&[f32]> = x.chunks_exact(d).collect();
     let ys: Vec<&[f32]> = y.chunks_exact(d).collect();
     kid_with(xs.len(), ys.len(), subsets, subset_size, seed, |ix, iy| {
@@ -79,6 +73,18 @@ pub fn kid(
         let b: Vec<&[f32]> = iy.iter().map(|&i| ys[i]).collect();
         Ok(mmd2_unbiased(&a, &b))
     })
+}
+
+/// The row counts of `x` and `y` as sets of `d`-wide rows; an error when they are not.
+pub fn row_counts(x: &[f32], y: &[f32], d: usize) -> Result<(usize, usize)> {
+    if d == 0 || !x.len().is_multiple_of(d) || !y.len().is_multiple_of(d) {
+        return Err(Error::Value(format!(
+            "KID: {} and {} values are not rows of {d}",
+            x.len(),
+            y.len()
+        )));
+    }
+    Ok((x.len() / d, y.len() / d))
 }
 
 /// KID with the per-subset MMD² computed by `mmd2(rows of x, rows of y)` (e.g. with kernel

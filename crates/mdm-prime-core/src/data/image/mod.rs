@@ -87,6 +87,36 @@ pub struct Images {
 }
 
 impl Images {
+    /// Images from token sequences (pixel values as `u32`, e.g. samples or data blocks), each
+    /// `shape.tokens()` long. Errors naming the image: a wrong length or a value above 255.
+    pub fn from_tokens<'a>(
+        shape: ImageShape,
+        images: impl IntoIterator<Item = &'a [u32]>,
+    ) -> Result<Images> {
+        let mut pixels = Vec::new();
+        let mut count = 0;
+        for (k, tokens) in images.into_iter().enumerate() {
+            if tokens.len() != shape.tokens() {
+                return Err(Error::Value(format!(
+                    "image {k} has {} values, not {shape} = {}",
+                    tokens.len(),
+                    shape.tokens()
+                )));
+            }
+            for &v in tokens {
+                let v = u8::try_from(v)
+                    .map_err(|_| Error::Value(format!("image {k} has the value {v}, above 255")))?;
+                pixels.push(v);
+            }
+            count += 1;
+        }
+        Ok(Images {
+            shape,
+            count,
+            pixels,
+        })
+    }
+
     /// Image `i` (`L` values). Panics when `i ≥ count`, like slice indexing.
     pub fn image(&self, i: usize) -> &[u8] {
         let l = self.shape.tokens();
@@ -313,6 +343,15 @@ mod tests {
             digits,
             vec![0x1, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0x9, 0xa, 0xb, 0xc]
         );
+    }
+
+    #[test]
+    fn images_from_tokens_check_length_and_range() {
+        let shape = ImageShape::new(1, 2, 1);
+        let ok = Images::from_tokens(shape, [&[0u32, 255][..], &[7, 8]]).unwrap();
+        assert_eq!((ok.count, ok.pixels), (2, vec![0, 255, 7, 8]));
+        assert!(Images::from_tokens(shape, [&[0u32][..]]).is_err());
+        assert!(Images::from_tokens(shape, [&[0u32, 256][..]]).is_err());
     }
 
     #[test]
