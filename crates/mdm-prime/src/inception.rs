@@ -18,7 +18,7 @@ use mdm_prime_core::metrics::inception::{
     BLOCKS, Block, FEATURES, FINAL_AVG, INPUT_RANGE, INPUT_SIZE, InceptionWeights, Pool,
     REDUCE_MAX, STEM, TOWER_AVG, conv_specs, resize_matrix,
 };
-use mdm_prime_core::metrics::{Gaussian, Kid, frechet_distance};
+use mdm_prime_core::metrics::{FrechetReference, Gaussian, Kid};
 use std::collections::HashMap;
 
 /// One convolution + folded batch norm + ReLU.
@@ -367,7 +367,7 @@ pub fn kid_gemm(
 /// early stopping), not a number to compare with other papers'.
 pub struct FidProbe {
     net: Inception,
-    reference: Gaussian,
+    reference: FrechetReference,
     samples: usize,
     every: u64,
     seed: u64,
@@ -386,7 +386,11 @@ impl FidProbe {
         let mut reference = reference.clone();
         reference.truncate(samples);
         let features = net.extract(&reference, 50, &mut |_| {})?;
-        let reference = Gaussian::from_features(&features, reference.count, FEATURES)?;
+        let reference = FrechetReference::new(&Gaussian::from_features(
+            &features,
+            reference.count,
+            FEATURES,
+        )?)?;
         Ok(FidProbe {
             net,
             reference,
@@ -440,6 +444,6 @@ impl crate::train::Probe for FidProbe {
         let images = Images::from_tokens(shape, drawn.iter().map(|s| s.tokens.as_slice()))?;
         let features = self.net.extract(&images, 50, &mut |_| {})?;
         let stats = Gaussian::from_features(&features, images.count, FEATURES)?;
-        Ok(frechet_distance(&self.reference, &stats)?)
+        Ok(self.reference.distance(&stats)?)
     }
 }

@@ -11,7 +11,7 @@ use mdm_prime::inception::{Inception, kid_gemm};
 use mdm_prime::sampler::sample_unconditional;
 use mdm_prime_core::data::image::{ImageSource, Images, pixel_histogram_draw, read_png_folder};
 use mdm_prime_core::metrics::inception::{FEATURES, HOW_TO_GET, InceptionWeights};
-use mdm_prime_core::metrics::{Gaussian, frechet_distance, npz};
+use mdm_prime_core::metrics::{FrechetReference, Gaussian, npz};
 use serde::Serialize;
 
 use super::image;
@@ -95,9 +95,10 @@ pub fn run(args: FidArgs) -> anyhow::Result<()> {
         eprintln!("real statistics: {}", path.display());
     }
     let mut saved: Vec<(String, Vec<f64>)> = vec![("real".into(), as_f64(&real.features))];
+    let reference = FrechetReference::new(&real.stats)?;
     for (k, fake) in fakes.into_iter().enumerate() {
         let fake = measure(fake, &net, args.batch_size, "fake")?;
-        let report = compare(&real, &fake, &args, &weights_path, &device)?;
+        let report = compare(&real, &reference, &fake, &args, &weights_path, &device)?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -181,13 +182,14 @@ fn measure(set: Set, net: &Inception, batch_size: usize, side: &str) -> anyhow::
 /// FID, and KID when both sides have features.
 fn compare(
     real: &Side,
+    reference: &FrechetReference,
     fake: &Side,
     args: &FidArgs,
     weights: &Path,
     device: &Device,
 ) -> anyhow::Result<Report> {
     let t = Instant::now();
-    let fid = frechet_distance(&real.stats, &fake.stats)?;
+    let fid = reference.distance(&fake.stats)?;
     let kid = match (&real.features, &fake.features) {
         (Some(x), Some(y)) => Some(kid_gemm(
             x,

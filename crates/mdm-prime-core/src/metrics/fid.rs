@@ -87,32 +87,66 @@ impl Gaussian {
 
 /// The Fréchet distance between `a` and `b` (see the module documentation).
 pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> Result<f64> {
-    a.check("first statistics")?;
-    b.check("second statistics")?;
-    let d = a.dim();
-    if b.dim() != d {
-        return Err(Error::Value(format!(
-            "statistics of different widths: {d} and {}",
-            b.dim()
-        )));
+    FrechetReference::new(a)?.distance(b)
+}
+
+/// A Gaussian prepared to be compared with many others: `Σ₁^{1/2}` (the one eigendecomposition
+/// with eigenvectors) computed once, as for the real set against several fake sets or the
+/// validation images at every training-time FID.
+#[derive(Debug, Clone)]
+pub struct FrechetReference {
+    mu: Vec<f64>,
+    trace: f64,
+    root: Vec<f64>,
+}
+
+impl FrechetReference {
+    pub fn new(a: &Gaussian) -> Result<Self> {
+        a.check("first statistics")?;
+        let d = a.dim();
+        let e = sym_eigen(&a.sigma, d).ok_or_else(not_converged)?;
+        Ok(FrechetReference {
+            mu: a.mu.clone(),
+            trace: (0..d).map(|i| a.sigma[i * d + i]).sum(),
+            root: sym_apply(&e, |x| x.max(0.0).sqrt()),
+        })
     }
-    let mean_term: f64 = a.mu.iter().zip(&b.mu).map(|(x, y)| (x - y).powi(2)).sum();
-    let trace = |s: &[f64]| (0..d).map(|i| s[i * d + i]).sum::<f64>();
-    let not_converged = || Error::Value("eigendecomposition did not converge".into());
-    let e1 = sym_eigen(&a.sigma, d).ok_or_else(not_converged)?;
-    let root1 = sym_apply(&e1, |x| x.max(0.0).sqrt());
-    let mut m = matmul(&matmul(&root1, &b.sigma, d, d, d), &root1, d, d, d);
-    // Symmetrise the rounding away before the symmetric solver.
-    for i in 0..d {
-        for j in i + 1..d {
-            let mean = 0.5 * (m[i * d + j] + m[j * d + i]);
-            m[i * d + j] = mean;
-            m[j * d + i] = mean;
+
+    /// The Fréchet distance between the reference and `b`.
+    pub fn distance(&self, b: &Gaussian) -> Result<f64> {
+        b.check("second statistics")?;
+        let d = self.mu.len();
+        if b.dim() != d {
+            return Err(Error::Value(format!(
+                "statistics of different widths: {d} and {}",
+                b.dim()
+            )));
         }
+        let mean_term: f64 = self
+            .mu
+            .iter()
+            .zip(&b.mu)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum();
+        let trace_b: f64 = (0..d).map(|i| b.sigma[i * d + i]).sum();
+        let root = &self.root;
+        let mut m = matmul(&matmul(root, &b.sigma, d, d, d), root, d, d, d);
+        // Symmetrise the rounding away before the symmetric solver.
+        for i in 0..d {
+            for j in i + 1..d {
+                let mean = 0.5 * (m[i * d + j] + m[j * d + i]);
+                m[i * d + j] = mean;
+                m[j * d + i] = mean;
+            }
+        }
+        let values = sym_eigenvalues(&m, d).ok_or_else(not_converged)?;
+        let tr_root: f64 = values.iter().map(|&x| x.max(0.0).sqrt()).sum();
+        Ok(mean_term + self.trace + trace_b - 2.0 * tr_root)
     }
-    let e2 = sym_eigenvalues(&m, d).ok_or_else(not_converged)?;
-    let tr_root: f64 = e2.iter().map(|&x| x.max(0.0).sqrt()).sum();
-    Ok(mean_term + trace(&a.sigma) + trace(&b.sigma) - 2.0 * tr_root)
+}
+
+fn not_converged() -> Error {
+    Error::Value("eigendecomposition did not converge".into())
 }
 
 #[cfg(test)]

@@ -9,5 +9,5 @@ pub mod kid;
 pub mod linalg;
 pub mod npz;
 
-pub use fid::{Gaussian, frechet_distance};
+pub use fid::{FrechetReference, Gaussian, frechet_distance};
 pub use kid::{Kid, kid};
