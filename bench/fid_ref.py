@@ -161,6 +161,7 @@ def main():
     p.add_argument("--real", required=True)
     p.add_argument("--fake", required=True)
     p.add_argument("--num", type=int, default=0, help="first N images of each set (0 = all)")
+    p.add_argument("--num-real", type=int, help="first N real images instead (0 = all)")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-features", help="write real/fake features [N, 2048] as .npz")
@@ -176,7 +177,8 @@ def main():
     net = torch.jit.load(args.inception, map_location="cpu").eval()
     if args.write_fixture:
         return write_fixture(net, args.write_fixture)
-    real, fake = read_set(args.real, args.num), read_set(args.fake, args.num)
+    num_real = args.num if args.num_real is None else args.num_real
+    real, fake = read_set(args.real, num_real), read_set(args.fake, args.num)
     fr, tr = features(net, real, args.batch_size)
     ff, tf = features(net, fake, args.batch_size)
     if args.save_features:

