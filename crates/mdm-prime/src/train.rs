@@ -23,7 +23,6 @@ use crate::batch::noised_batch;
 use crate::checkpoint::{self, RunDir, TrainState, code_version};
 use crate::eval::{EvalReport, EvalSettings, evaluate};
 use crate::model::{Denoiser, Network};
-use crate::objective::batch_loss;
 use crate::optim::{AdamW, clip_factor, ema_decay, ema_update, global_norm, learning_rate};
 use crate::params::{grads_by_path, materialize};
 use crate::subtoken::PrimeTables;
@@ -275,16 +274,16 @@ impl Trainer {
             drop(span);
             let shard_grads =
                 |model: &Network, tables: &PrimeTables, (batch, sigma): &(_, Vec<f32>)| {
-                    let loss = batch_loss(
-                        model,
-                        tables,
-                        cfg.train.objective,
-                        batch,
-                        sigma,
-                        cfg.prime.carry_over,
-                        true,
-                    )
-                    .div_scalar(scale);
+                    let loss = model
+                        .batch_loss(
+                            tables,
+                            cfg.train.objective,
+                            batch,
+                            sigma,
+                            cfg.prime.carry_over,
+                            true,
+                        )
+                        .div_scalar(scale);
                     let _span = crate::profile::span("backward");
                     let grads = grads_by_path(model, &loss.backward());
                     (loss, grads)
@@ -422,7 +421,7 @@ impl Trainer {
             checkpoint::optimizer_file(&self.optim, self.run.optim())?,
             self.run.state_file(&self.state)?,
         ])?;
-        plot_metrics(&self.run, &self.cfg.train.objective.to_string())
+        plot_metrics(&self.run, &self.cfg.training_loss_name())
     }
 
     fn log(&self, value: serde_json::Value) -> Result<()> {

@@ -129,7 +129,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         codec.ell(),
         codec.base(),
         cfg.model.describe(),
-        cfg.train.objective,
+        cfg.training_loss_name(),
         run.root.display()
     );
 
