@@ -421,7 +421,7 @@ impl Trainer {
             checkpoint::optimizer_file(&self.optim, self.run.optim())?,
             self.run.state_file(&self.state)?,
         ])?;
-        plot_metrics(&self.run, &self.cfg.training_loss_name())
+        plot_metrics(&self.run, &self.cfg.metric_names())
     }
 
     fn log(&self, value: serde_json::Value) -> Result<()> {
@@ -604,8 +604,9 @@ fn trim_metrics(run: &RunDir, step: u64) -> Result<()> {
     checkpoint::write_atomic(&path, kept.as_bytes())
 }
 
-/// Draws `loss.png` from `metrics.jsonl`: training loss and validation ELBO against step.
-pub fn plot_metrics(run: &RunDir, objective: &str) -> Result<()> {
+/// Draws `loss.png` from `metrics.jsonl`: training loss and validation score against step,
+/// named by `(loss, validation)` ([`RunConfig::metric_names`]).
+pub fn plot_metrics(run: &RunDir, (loss, validation): &(String, &str)) -> Result<()> {
     use mdm_prime_core::plot::{PALETTE, PlotSpec, Series, write_png};
     let Ok(text) = std::fs::read_to_string(run.metrics()) else {
         return Ok(());
@@ -632,13 +633,13 @@ pub fn plot_metrics(run: &RunDir, objective: &str) -> Result<()> {
         return Ok(());
     }
     let mut series = vec![Series {
-        name: format!("train loss ({objective})"),
+        name: format!("train loss ({loss})"),
         points: train,
         color: PALETTE[0],
     }];
     if !val.is_empty() {
         series.push(Series {
-            name: "val elbo (nats/token)".into(),
+            name: format!("val {validation} (nats/token)"),
             points: val,
             color: PALETTE[1],
         });

@@ -77,12 +77,13 @@ impl RunConfig {
         }
     }
 
-    /// What training minimises, for logs and the loss plot: `train.objective`, or next-token
-    /// cross-entropy for the autoregressive baseline (which ignores `train.objective`).
-    pub fn training_loss_name(&self) -> String {
+    /// Names for logs and the loss plot: what training minimises (`train.objective`, or
+    /// next-token cross-entropy for the autoregressive baseline, which ignores
+    /// `train.objective`) and what validation reports (the sub-token ELBO, or the exact NLL).
+    pub fn metric_names(&self) -> (String, &'static str) {
         match self.model.ar() {
-            Some(_) => "next-token cross-entropy".into(),
-            None => self.train.objective.to_string(),
+            Some(_) => ("next-token cross-entropy".into(), "exact NLL"),
+            None => (self.train.objective.to_string(), "elbo"),
         }
     }
 
@@ -767,8 +768,14 @@ mod tests {
         let cfg = ok(ar, &[]).unwrap();
         assert_eq!(cfg.model.kind(), "ar");
         assert_eq!(cfg.model.ar().unwrap().d_model, 64);
-        assert_eq!(cfg.training_loss_name(), "next-token cross-entropy");
-        assert_eq!(RunConfig::default().training_loss_name(), "paper");
+        assert_eq!(
+            cfg.metric_names(),
+            ("next-token cross-entropy".into(), "exact NLL")
+        );
+        assert_eq!(
+            RunConfig::default().metric_names(),
+            ("paper".into(), "elbo")
+        );
         assert!(cfg.model.dit().is_none() && cfg.model.dit_trunk().is_some());
         // ℓ > 1 is refused under its own key, with the fix in the message.
         let msg = e(ar, &["prime.ell=2"]);
