@@ -232,6 +232,75 @@ fn train_then_eval_json() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The autoregressive baseline through the same commands: `train` (the quick-start preset with
+/// `model.kind = ar`, `prime.ell = 1`), `eval` (exact NLL in both columns, one draw) and
+/// `sample` (a prompt kept as the prefix, NFE = tokens drawn, no idle steps).
+#[test]
+fn ar_run_trains_evaluates_and_samples_through_the_cli() {
+    let dir = temp_dir("ar");
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--run-dir", run_s, "--set", "model.kind=ar"];
+        args.extend_from_slice(extra);
+        args.extend(TINY);
+        args.push("3");
+        mdm_prime(&args)
+    };
+    let o = train(&[]);
+    assert!(
+        !o.status.success(),
+        "ell = 2 (the preset's) must be refused"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("prime.ell"), "{err}");
+    let o = train(&["--set", "prime.ell=1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(run.join("loss.png").exists());
+    let o = mdm_prime(&["eval", "--run", run_s, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["time_draws"], 1, "{v}");
+    assert_eq!(
+        v["elbo_nats_per_token"],
+        v["paper_objective_nats_per_token"]
+    );
+    assert_eq!(v["ell"], 1);
+    let o = mdm_prime(&["eval", "--run", run_s]);
+    assert!(stdout(&o).contains("elbo (valid bound)"), "{}", stdout(&o));
+    let o = mdm_prime(&[
+        "sample",
+        "--run",
+        run_s,
+        "--num",
+        "2",
+        "--prompt",
+        "Call",
+        "--temperature",
+        "0.7",
+        "--top-p",
+        "0.9",
+        "--json",
+        "--no-truncate",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for line in stdout(&o).lines() {
+        let s: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(s["text"].as_str().unwrap().starts_with("Call"), "{s}");
+        assert_eq!(s["tokens"].as_array().unwrap().len(), 32);
+        // BOS (EOS) + "Call" are given; the other 27 tokens are drawn, one evaluation each.
+        assert_eq!(
+            (s["nfe"].as_u64(), s["idle_steps"].as_u64()),
+            (Some(27), Some(0))
+        );
+    }
+    let o = mdm_prime(&["sample", "--run", run_s, "--infill", "Call me [MASK:4]."]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("prefix"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_corpora_and_configs_fail_clearly_and_write_nothing() {
     let dir = temp_dir("bad-input");

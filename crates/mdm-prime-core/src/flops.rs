@@ -22,7 +22,7 @@ pub fn forward_flops(
     image: Option<ImageShape>,
 ) -> ForwardFlops {
     match model {
-        ModelConfig::Dit(c) => dit(c, seq_len, vocab),
+        ModelConfig::Dit(c) | ModelConfig::Ar(c) => dit(c, seq_len, vocab),
         ModelConfig::Unet(c) => ForwardFlops {
             body: image.map_or(f64::NAN, |s| unet(c, s, vocab)),
             head: 0.0,

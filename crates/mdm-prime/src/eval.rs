@@ -4,11 +4,13 @@
 //!
 //! Each sequence gets `time_draws` draws of (t, mask), stratified in t: draw k of K uses
 //! `t = ε + (1 − ε)·(k + u)/K` with one `u ~ U(0,1)` per sequence. Both objectives come from the
-//! same forward pass. The standard error is over sequences (each sequence's K-draw average is one
-//! observation).
+//! same forward pass ([`Denoiser::eval_terms`]). The standard error is over sequences (each
+//! sequence's K-draw average is one observation). A network whose likelihood is exact (the
+//! autoregressive baseline: [`Denoiser::exact_likelihood`]) gets one draw: its terms do not
+//! depend on t or the masks, and both columns are its exact NLL.
 
 use burn::tensor::Device;
-use mdm_prime_core::{Codec, Objective, Schedule};
+use mdm_prime_core::{Codec, Schedule};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
@@ -16,7 +18,6 @@ use serde::Serialize;
 use crate::Result;
 use crate::batch::noised_batch;
 use crate::model::Denoiser;
-use crate::objective::token_terms;
 use crate::subtoken::PrimeTables;
 
 /// What `eval` measures.
@@ -72,7 +73,11 @@ pub fn evaluate<M: Denoiser>(
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalReport> {
-    let k_draws = settings.time_draws.max(1);
+    let k_draws = if model.exact_likelihood() {
+        1
+    } else {
+        settings.time_draws.max(1)
+    };
     let mut rng = StdRng::seed_from_u64(settings.seed ^ 0x5eed_e7a1);
     let (mut per_seq_elbo, mut per_seq_paper) = (Vec::new(), Vec::new());
     let mut tokens = 0u64;
@@ -90,16 +95,8 @@ pub fn evaluate<M: Denoiser>(
                 .collect();
             let sigma = model.sigma(schedule, &t);
             let batch = noised_batch(codec, schedule, chunk, t, &mut rng, device)?;
-            let lp = model.log_probs(tables, batch.yt.clone(), &sigma, settings.carry_over);
-            for (obj, acc) in [(Objective::Elbo, &mut elbo), (Objective::Paper, &mut paper)] {
-                let terms = token_terms(
-                    obj,
-                    tables,
-                    lp.clone(),
-                    batch.yt.clone(),
-                    batch.x0.clone(),
-                    batch.weight.clone(),
-                );
+            let terms = model.eval_terms(tables, &batch, &sigma, settings.carry_over);
+            for (terms, acc) in terms.into_iter().zip([&mut elbo, &mut paper]) {
                 let sums: Vec<f32> = terms.sum_dim(1).try_into_vec_as().expect("float readback");
                 for (a, s) in acc.iter_mut().zip(sums) {
                     *a += s as f64 / (l * k_draws) as f64;

@@ -72,13 +72,30 @@ pub fn objective_from_logits(
     token_terms(objective, tables, log_probs, yt, x0, weight)
 }
 
-/// The mean objective per token of a noised batch (what training minimises).
+/// `−log p(x_i | x_{<i})` per token from next-token logits: the autoregressive baseline's exact
+/// NLL terms (fused log-softmax and gather, [`filtered_nll`] with every class allowed).
+///
+/// # Shapes
+/// `logits: [B, L, V]` (row i scores token i), `targets: B·L` tokens → `[B, L]`.
+pub fn next_token_nll(logits: Tensor<3>, targets: &[u32]) -> Tensor<2> {
+    let _span = crate::profile::span("log_softmax+loss (fused)");
+    let [b, l, v] = logits.dims();
+    filtered_nll(
+        logits.reshape([b * l, v]),
+        Allowed::All,
+        Arc::new(targets.to_vec()),
+    )
+    .reshape([b, l])
+}
+
+/// The mean masked-diffusion objective per token of a noised batch (what a denoiser's training
+/// minimises).
 ///
 /// Positions with nothing masked contribute exactly 0 under the ELBO, and under the paper
 /// objective when carry-over is on (one class is left, log-probability 0). Then the V-way head,
 /// the filter and the loss run only on the masked positions (`batch.masked_positions`), which
 /// gives the same value and gradient with less work; otherwise every position is used.
-pub fn batch_loss<M: Denoiser>(
+pub fn masked_batch_loss<M: Denoiser>(
     model: &M,
     tables: &PrimeTables,
     objective: Objective,

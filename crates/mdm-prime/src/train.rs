@@ -23,7 +23,6 @@ use crate::batch::noised_batch;
 use crate::checkpoint::{self, RunDir, TrainState, code_version};
 use crate::eval::{EvalReport, EvalSettings, evaluate};
 use crate::model::{Denoiser, Network};
-use crate::objective::batch_loss;
 use crate::optim::{AdamW, clip_factor, ema_decay, ema_update, global_norm, learning_rate};
 use crate::params::{grads_by_path, materialize};
 use crate::subtoken::PrimeTables;
@@ -292,16 +291,16 @@ impl Trainer {
             drop(span);
             let shard_grads =
                 |model: &Network, tables: &PrimeTables, (batch, sigma): &(_, Vec<f32>)| {
-                    let loss = batch_loss(
-                        model,
-                        tables,
-                        cfg.train.objective,
-                        batch,
-                        sigma,
-                        cfg.prime.carry_over,
-                        true,
-                    )
-                    .div_scalar(scale);
+                    let loss = model
+                        .batch_loss(
+                            tables,
+                            cfg.train.objective,
+                            batch,
+                            sigma,
+                            cfg.prime.carry_over,
+                            true,
+                        )
+                        .div_scalar(scale);
                     let _span = crate::profile::span("backward");
                     let grads = grads_by_path(model, &loss.backward());
                     (loss, grads)
@@ -468,7 +467,7 @@ impl Trainer {
             checkpoint::optimizer_file(&self.optim, self.run.optim())?,
             self.run.state_file(&self.state)?,
         ])?;
-        plot_metrics(&self.run, &self.cfg.train.objective.to_string())
+        plot_metrics(&self.run, &self.cfg.metric_names())
     }
 
     fn log(&self, value: serde_json::Value) -> Result<()> {
@@ -657,8 +656,9 @@ fn trim_metrics(run: &RunDir, step: u64) -> Result<()> {
     checkpoint::write_atomic(&path, kept.as_bytes())
 }
 
-/// Draws `loss.png` from `metrics.jsonl`: training loss and validation ELBO against step.
-pub fn plot_metrics(run: &RunDir, objective: &str) -> Result<()> {
+/// Draws `loss.png` from `metrics.jsonl`: training loss and validation score against step,
+/// named by `(loss, validation)` ([`RunConfig::metric_names`]).
+pub fn plot_metrics(run: &RunDir, (loss, validation): &(String, &str)) -> Result<()> {
     use mdm_prime_core::plot::{PALETTE, PlotSpec, Series, write_png};
     let Ok(text) = std::fs::read_to_string(run.metrics()) else {
         return Ok(());
@@ -688,13 +688,13 @@ pub fn plot_metrics(run: &RunDir, objective: &str) -> Result<()> {
         return Ok(());
     }
     let mut series = vec![Series {
-        name: format!("train loss ({objective})"),
+        name: format!("train loss ({loss})"),
         points: train,
         color: PALETTE[0],
     }];
     if !val.is_empty() {
         series.push(Series {
-            name: "val elbo (nats/token)".into(),
+            name: format!("val {validation} (nats/token)"),
             points: val,
             color: PALETTE[1],
         });

@@ -129,7 +129,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         codec.ell(),
         codec.base(),
         cfg.model.describe(),
-        cfg.train.objective,
+        cfg.metric_names().0,
         run.root.display()
     );
 

@@ -17,7 +17,7 @@ impl RunConfig {
     pub fn parameter_lower_bound(&self) -> u128 {
         let v = u128::from(self.data.vocab_size());
         match &self.model {
-            ModelConfig::Dit(c) => {
+            ModelConfig::Dit(c) | ModelConfig::Ar(c) => {
                 let (d, n, r, cond) = (
                     c.d_model as u128,
                     c.n_layers as u128,
@@ -49,7 +49,7 @@ impl RunConfig {
     /// The model's sizes as `key = value`, for error messages.
     fn size_keys(&self) -> String {
         match &self.model {
-            ModelConfig::Dit(c) => format!(
+            ModelConfig::Dit(c) | ModelConfig::Ar(c) => format!(
                 "model.d_model = {}, model.n_layers = {}, model.mlp_ratio = {}, model.cond_dim = {}",
                 c.d_model, c.n_layers, c.mlp_ratio, c.cond_dim
             ),
@@ -83,7 +83,7 @@ impl RunConfig {
         let micro = (t.batch_size / t.grad_accum.max(1)).max(1) as u128;
         let tokens = micro.saturating_mul(self.data.seq_len as u128);
         let per_token = match &self.model {
-            ModelConfig::Dit(c) => (4 + 2 * c.mlp_ratio as u128)
+            ModelConfig::Dit(c) | ModelConfig::Ar(c) => (4 + 2 * c.mlp_ratio as u128)
                 .saturating_mul(c.d_model as u128)
                 .saturating_mul(c.n_layers as u128),
             ModelConfig::Unet(c) => c.embed_dim as u128,

@@ -77,6 +77,16 @@ impl RunConfig {
         }
     }
 
+    /// Names for logs and the loss plot: what training minimises (`train.objective`, or
+    /// next-token cross-entropy for the autoregressive baseline, which ignores
+    /// `train.objective`) and what validation reports (the sub-token ELBO, or the exact NLL).
+    pub fn metric_names(&self) -> (String, &'static str) {
+        match self.model.ar() {
+            Some(_) => ("next-token cross-entropy".into(), "exact NLL"),
+            None => (self.train.objective.to_string(), "elbo"),
+        }
+    }
+
     /// Reverse steps: `[sample] steps`, or L when it is 0.
     pub fn sample_steps(&self) -> usize {
         if self.sample.steps == 0 {
@@ -443,6 +453,14 @@ impl RunConfig {
                     .into(),
             );
         }
+        if self.model.ar().is_some() && self.data.kind == DataKind::Image {
+            return err(
+                "model.kind",
+                "the autoregressive baseline is implemented for text: use kind = \"unet\" for \
+                 images (or [data] kind = \"text\")"
+                    .into(),
+            );
+        }
         if let Some(s) = self.data.image
             && s.tokens() != self.data.seq_len
         {
@@ -765,6 +783,46 @@ mod tests {
         assert!(e("", &["data.seq_len=2"]).contains("data.seq_len"));
         assert!(e("", &["schedule.eps=2"]).contains("schedule.eps"));
         assert!(e("[train\n", &[]).contains("t"));
+    }
+
+    #[test]
+    fn ar_config_keys_and_combinations_are_checked() {
+        let ok = |text: &str, o: &[&str]| {
+            let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            RunConfig::from_toml_str(text, "t", &o)
+        };
+        let e = |text: &str, o: &[&str]| ok(text, o).unwrap_err().to_string();
+        let ar = "[prime]\nell = 1\n[model]\nkind = \"ar\"\nd_model = 64\nn_heads = 2\n";
+        let cfg = ok(ar, &[]).unwrap();
+        assert_eq!(cfg.model.kind(), "ar");
+        assert_eq!(cfg.model.ar().unwrap().d_model, 64);
+        assert_eq!(
+            cfg.metric_names(),
+            ("next-token cross-entropy".into(), "exact NLL")
+        );
+        assert_eq!(
+            RunConfig::default().metric_names(),
+            ("paper".into(), "elbo")
+        );
+        assert!(cfg.model.dit().is_none() && cfg.model.dit_trunk().is_some());
+        // ℓ > 1 is refused under its own key, with the fix in the message.
+        let msg = e(ar, &["prime.ell=2"]);
+        assert!(
+            msg.contains("prime.ell") && msg.contains("ell = 1"),
+            "{msg}"
+        );
+        // The DiT's time input has no meaning here.
+        let msg = e(ar, &["model.time_conditioning=true"]);
+        assert!(msg.contains("model.time_conditioning"), "{msg}");
+        // A misspelt key, and a key of another kind, are named.
+        assert!(e("[model]\nkind = \"ar\"\nd_modle = 64\n", &["prime.ell=1"]).contains("d_modle"));
+        assert!(e(ar, &["model.channels=8"]).contains("channels"));
+        // The trunk's own rules still hold.
+        assert!(e(ar, &["model.n_heads=3"]).contains("model.n_heads"));
+        let msg = e(ar, &["data.kind=image"]);
+        assert!(msg.contains("model.kind"), "{msg}");
+        // The resolved config round-trips with its kind.
+        assert_eq!(ok(&cfg.to_toml().unwrap(), &[]).unwrap(), cfg);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! ```toml
 //! [model]
 //! kind = "dit"        # dit (text backbone, design §6.2; the default) | unet (image backbone, §6.3)
+//!                     # | ar (the autoregressive baseline: the DiT trunk, causal; needs ell = 1)
 //! d_model = 256
 //! ```
 
@@ -19,6 +20,10 @@ pub enum ModelConfig {
     Dit(DitConfig),
     /// The ADM-style U-Net of the image experiments (design §6.3).
     Unet(UnetConfig),
+    /// The autoregressive baseline (the paper's ARM row): the same DiT trunk with causal
+    /// attention and no time input, trained by next-token cross-entropy on whole tokens. Its
+    /// keys are the DiT's; `time_conditioning` must stay false and `prime.ell` must be 1.
+    Ar(DitConfig),
 }
 
 impl Default for ModelConfig {
@@ -28,11 +33,12 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    /// `dit` or `unet`.
+    /// `dit`, `unet` or `ar`.
     pub fn kind(&self) -> &'static str {
         match self {
             ModelConfig::Dit(_) => "dit",
             ModelConfig::Unet(_) => "unet",
+            ModelConfig::Ar(_) => "ar",
         }
     }
 
@@ -47,14 +53,18 @@ impl ModelConfig {
                 "U-Net, widths {:?} × {}, {} res-blocks per level, attention at downsampling {:?}",
                 c.channel_mult, c.channels, c.num_res_blocks, c.attention_ds
             ),
+            ModelConfig::Ar(c) => format!(
+                "autoregressive DiT trunk (causal), D = {}, {} layers, {} heads",
+                c.d_model, c.n_layers, c.n_heads
+            ),
         }
     }
 
-    /// The DiT section, if this is a DiT.
+    /// The DiT section, if this is a DiT denoiser.
     pub fn dit(&self) -> Option<&DitConfig> {
         match self {
             ModelConfig::Dit(c) => Some(c),
-            ModelConfig::Unet(_) => None,
+            ModelConfig::Unet(_) | ModelConfig::Ar(_) => None,
         }
     }
 
@@ -62,7 +72,24 @@ impl ModelConfig {
     pub fn unet(&self) -> Option<&UnetConfig> {
         match self {
             ModelConfig::Unet(c) => Some(c),
-            ModelConfig::Dit(_) => None,
+            ModelConfig::Dit(_) | ModelConfig::Ar(_) => None,
+        }
+    }
+
+    /// The autoregressive baseline's trunk, if this is `kind = "ar"`.
+    pub fn ar(&self) -> Option<&DitConfig> {
+        match self {
+            ModelConfig::Ar(c) => Some(c),
+            ModelConfig::Dit(_) | ModelConfig::Unet(_) => None,
+        }
+    }
+
+    /// The DiT sizes of a DiT denoiser or of the autoregressive trunk (for FLOPs and memory
+    /// bounds, which are the same for both).
+    pub fn dit_trunk(&self) -> Option<&DitConfig> {
+        match self {
+            ModelConfig::Dit(c) | ModelConfig::Ar(c) => Some(c),
+            ModelConfig::Unet(_) => None,
         }
     }
 
@@ -71,6 +98,27 @@ impl ModelConfig {
     pub fn validate(&self, ell: usize, image: Option<(usize, usize, usize)>) -> Result<()> {
         match self {
             ModelConfig::Dit(c) => c.validate(ell),
+            ModelConfig::Ar(c) => {
+                if ell != 1 {
+                    return Err(Error::config(
+                        "prime.ell",
+                        format!(
+                            "{ell} with [model] kind = \"ar\": the autoregressive baseline \
+                             predicts whole tokens left to right, so sub-tokens have no meaning \
+                             for it; set prime.ell = 1 (the diffusion runs of the comparison keep \
+                             their own ell)"
+                        ),
+                    ));
+                }
+                if c.time_conditioning {
+                    return Err(Error::config(
+                        "model.time_conditioning",
+                        "an autoregressive model has no diffusion time; remove \
+                         model.time_conditioning (or set it to false) for kind = \"ar\"",
+                    ));
+                }
+                c.validate(ell)
+            }
             ModelConfig::Unet(c) => {
                 // Before the data is read the image size is unknown: check the rest on a size
                 // every level can halve.

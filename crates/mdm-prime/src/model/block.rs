@@ -1,5 +1,6 @@
 //! The DiT block of MDLM (`DDiTBlock`, design §6.2): pre-norm adaLN with 6-way shift/scale/gate
-//! modulation, bias-free LayerNorm, rotary bidirectional attention, GELU-tanh MLP.
+//! modulation, bias-free LayerNorm, rotary attention (bidirectional; causal in the
+//! autoregressive baseline), GELU-tanh MLP.
 
 use burn::module::Module;
 use burn::nn::{
@@ -107,6 +108,8 @@ pub struct DitBlock {
     n_heads: usize,
     /// Matmuls in bfloat16 (`[train] precision = "bf16"`); set by [`crate::model::Dit::with_bf16_matmuls`].
     pub(crate) bf16: bool,
+    /// Causal attention (position i sees positions ≤ i); set by the autoregressive baseline.
+    pub(crate) causal: bool,
 }
 
 impl DitBlock {
@@ -130,6 +133,7 @@ impl DitBlock {
             dropout: DropoutConfig::new(dropout).init(),
             n_heads,
             bf16: false,
+            causal: false,
         }
     }
 
@@ -150,7 +154,8 @@ impl DitBlock {
         // Attention branch: projection, then rotary attention as one fused op.
         let span = crate::profile::span("attention");
         let xn = layer_norm_modulate(x.clone(), self.norm1.gamma.val(), shift_msa, scale_msa);
-        let attn = rotary_attention(rows(&self.qkv, xn, self.bf16), self.n_heads, rope);
+        let qkv = rows(&self.qkv, xn, self.bf16);
+        let attn = rotary_attention(qkv, self.n_heads, rope, self.causal);
         let attn = rows(&self.attn_out, attn, self.bf16);
         let x = x + gate_msa * dropout(attn, &self.dropout);
         drop(span);

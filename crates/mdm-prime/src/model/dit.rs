@@ -14,8 +14,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use mdm_prime_core::config::ModelConfig;
-use mdm_prime_core::config::RunConfig;
+use mdm_prime_core::config::{DitConfig, ModelConfig, RunConfig};
 use mdm_prime_core::{Codec, Schedule};
 
 use super::Denoiser;
@@ -84,6 +83,11 @@ impl Dit {
         let cfg = cfg
             .dit()
             .expect("Dit::new needs [model] kind = \"dit\"; Denoiser::init checks it first");
+        Dit::from_sizes(cfg, codec, device)
+    }
+
+    /// [`Dit::new`] from the DiT's own section (also the autoregressive baseline's trunk).
+    pub fn from_sizes(cfg: &DitConfig, codec: &Codec, device: &Device) -> Self {
         let ell = codec.ell();
         assert!(
             cfg.d_model.is_multiple_of(ell),
@@ -133,6 +137,15 @@ impl Dit {
         self.bf16 = on;
         for block in &mut self.blocks {
             block.bf16 = on;
+        }
+        self
+    }
+
+    /// The same network with causal attention in every block: position i's features then
+    /// depend on the tokens at positions ≤ i only (the autoregressive baseline's trunk).
+    pub(crate) fn causal(mut self) -> Self {
+        for block in &mut self.blocks {
+            block.causal = true;
         }
         self
     }

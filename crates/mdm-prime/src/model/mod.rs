@@ -13,21 +13,36 @@
 //!   its output layer is a 3 × 3 convolution, not a per-position map, so its features are the
 //!   logits themselves and its head is the identity.
 //!
+//! - [`Ar`] (`[model] kind = "ar"`): the autoregressive baseline, the DiT trunk with causal
+//!   attention reading the tokens shifted right by one; it overrides how a batch is scored
+//!   ([`Denoiser::batch_loss`], [`Denoiser::eval_terms`]: next-token cross-entropy, the exact
+//!   NLL) and how sequences are generated ([`Denoiser::generate`]: left to right), so the
+//!   trainer, the evaluator and the sampler's callers never name it.
+//!
 //! [`Network`] is the runtime choice: the one `match` on `[model] kind`, itself a [`Denoiser`].
 
+mod ar;
 mod block;
 mod dit;
 pub mod unet;
 
+pub use ar::Ar;
 pub use dit::{Dit, TimeEmbedder};
 pub use unet::Unet;
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
 use mdm_prime_core::config::{ModelConfig, RunConfig};
-use mdm_prime_core::{Codec, Schedule};
+use mdm_prime_core::solver::Solver;
+use mdm_prime_core::{Codec, Objective, Schedule};
 
+use crate::batch::NoisedBatch;
+use crate::sampler::{Sample, SampleSettings, SamplerTiming, Template};
 use crate::subtoken::PrimeTables;
+
+/// Which sequences [`Denoiser::generate`] makes: `n` of them, the `b`-th completing the
+/// template `template(b)`.
+pub type Templates<'a, 't> = (usize, &'a dyn Fn(usize) -> &'t Template);
 
 /// A network that reads noised sub-tokens and scores every token's V classes.
 pub trait Denoiser: Module + Sized + 'static {
@@ -88,6 +103,96 @@ pub trait Denoiser: Module + Sized + 'static {
         let logits = self.logits(yt.clone(), sigma);
         tables.log_probs(logits, yt, carry_over)
     }
+
+    /// The mean training loss per token of a noised batch (what training minimises). A masked
+    /// denoiser scores `objective` on `y_t` ([`crate::objective::masked_batch_loss`]); the
+    /// autoregressive baseline overrides this with next-token cross-entropy on `x₀`.
+    fn batch_loss(
+        &self,
+        tables: &PrimeTables,
+        objective: Objective,
+        batch: &NoisedBatch,
+        sigma: &[f32],
+        carry_over: bool,
+        only_masked: bool,
+    ) -> Tensor<1> {
+        crate::objective::masked_batch_loss(
+            self,
+            tables,
+            objective,
+            batch,
+            sigma,
+            carry_over,
+            only_masked,
+        )
+    }
+
+    /// Per-token scores of a noised batch for evaluation, in nats: `[valid bound, paper
+    /// objective]`, each `[B, L]` (design §4.5). A masked denoiser gives the sub-token ELBO's and
+    /// the paper objective's terms at the batch's t and masks; the autoregressive baseline gives
+    /// its exact NLL `−log p_θ(x_i | x_{<i})` for both.
+    fn eval_terms(
+        &self,
+        tables: &PrimeTables,
+        batch: &NoisedBatch,
+        sigma: &[f32],
+        carry_over: bool,
+    ) -> [Tensor<2>; 2] {
+        let lp = self.log_probs(tables, batch.yt.clone(), sigma, carry_over);
+        [Objective::Elbo, Objective::Paper].map(|obj| {
+            crate::objective::token_terms(
+                obj,
+                tables,
+                lp.clone(),
+                batch.yt.clone(),
+                batch.x0.clone(),
+                batch.weight.clone(),
+            )
+        })
+    }
+
+    /// Whether [`Denoiser::eval_terms`] is exact: independent of the time and the masks, so
+    /// one draw per sequence measures it (the autoregressive baseline).
+    fn exact_likelihood(&self) -> bool {
+        false
+    }
+
+    /// Generates `templates.0` sequences: the idle-step-aware ancestral sampler of
+    /// [`crate::sampler`] for a masked denoiser; left to right for the autoregressive baseline.
+    #[allow(clippy::too_many_arguments)]
+    fn generate(
+        &self,
+        tables: &PrimeTables,
+        solver: Solver,
+        settings: &SampleSettings,
+        templates: Templates<'_, '_>,
+        replacement: u32,
+        device: &Device,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> crate::Result<(Vec<Sample>, SamplerTiming)> {
+        crate::sampler::run(
+            self,
+            tables,
+            solver,
+            settings,
+            templates,
+            replacement,
+            device,
+            progress,
+        )
+    }
+}
+
+/// `$body` with `$m` bound to the network inside whichever variant `$net` holds: the one place
+/// that lists [`Network`]'s variants for the methods that only forward.
+macro_rules! each_network {
+    ($net:expr, $m:ident => $body:expr) => {
+        match $net {
+            Network::Dit($m) => $body,
+            Network::Unet($m) => $body,
+            Network::Ar($m) => $body,
+        }
+    };
 }
 
 /// The network a run config chose, as one type: what the trainer holds and the CLI loads. Each
@@ -101,6 +206,7 @@ pub trait Denoiser: Module + Sized + 'static {
 pub enum Network {
     Dit(Dit),
     Unet(Unet),
+    Ar(Ar),
 }
 
 impl Network {
@@ -109,15 +215,17 @@ impl Network {
     pub fn with_bf16_matmuls(self, on: bool) -> Self {
         match self {
             Network::Dit(d) => Network::Dit(d.with_bf16_matmuls(on)),
+            Network::Ar(a) => Network::Ar(a.with_bf16_matmuls(on)),
             other => other,
         }
     }
 
-    /// `dit` or `unet`.
+    /// `dit`, `unet` or `ar`.
     pub fn kind(&self) -> &'static str {
         match self {
             Network::Dit(_) => "dit",
             Network::Unet(_) => "unet",
+            Network::Ar(_) => "ar",
         }
     }
 
@@ -138,27 +246,62 @@ impl Denoiser for Network {
         Ok(match &cfg.model {
             ModelConfig::Dit(_) => Network::Dit(Dit::init(cfg, codec, device)?),
             ModelConfig::Unet(_) => Network::Unet(Unet::init(cfg, codec, device)?),
+            ModelConfig::Ar(_) => Network::Ar(Ar::init(cfg, codec, device)?),
         })
     }
 
     fn time_conditioned(&self) -> bool {
-        match self {
-            Network::Dit(m) => Denoiser::time_conditioned(m),
-            Network::Unet(m) => Denoiser::time_conditioned(m),
-        }
+        each_network!(self, m => Denoiser::time_conditioned(m))
     }
 
     fn features(&self, yt: Tensor<3, Int>, sigma: &[f32]) -> Tensor<3> {
-        match self {
-            Network::Dit(m) => Denoiser::features(m, yt, sigma),
-            Network::Unet(m) => Denoiser::features(m, yt, sigma),
-        }
+        each_network!(self, m => Denoiser::features(m, yt, sigma))
     }
 
     fn head_logits(&self, h: Tensor<3>) -> Tensor<3> {
-        match self {
-            Network::Dit(m) => Denoiser::head_logits(m, h),
-            Network::Unet(m) => Denoiser::head_logits(m, h),
-        }
+        each_network!(self, m => Denoiser::head_logits(m, h))
+    }
+
+    fn batch_loss(
+        &self,
+        tables: &PrimeTables,
+        objective: Objective,
+        batch: &NoisedBatch,
+        sigma: &[f32],
+        carry_over: bool,
+        only_masked: bool,
+    ) -> Tensor<1> {
+        each_network!(self, m => Denoiser::batch_loss(
+            m, tables, objective, batch, sigma, carry_over, only_masked
+        ))
+    }
+
+    fn eval_terms(
+        &self,
+        tables: &PrimeTables,
+        batch: &NoisedBatch,
+        sigma: &[f32],
+        carry_over: bool,
+    ) -> [Tensor<2>; 2] {
+        each_network!(self, m => Denoiser::eval_terms(m, tables, batch, sigma, carry_over))
+    }
+
+    fn exact_likelihood(&self) -> bool {
+        each_network!(self, m => Denoiser::exact_likelihood(m))
+    }
+
+    fn generate(
+        &self,
+        tables: &PrimeTables,
+        solver: Solver,
+        settings: &SampleSettings,
+        templates: Templates<'_, '_>,
+        replacement: u32,
+        device: &Device,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> crate::Result<(Vec<Sample>, SamplerTiming)> {
+        each_network!(self, m => Denoiser::generate(
+            m, tables, solver, settings, templates, replacement, device, progress
+        ))
     }
 }

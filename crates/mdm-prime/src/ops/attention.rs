@@ -79,6 +79,8 @@ struct AttnDims {
     l: usize,
     h: usize,
     hd: usize,
+    /// Query `i` sees keys `j ≤ i` only (the autoregressive baseline).
+    causal: bool,
 }
 
 impl AttnDims {
@@ -188,7 +190,7 @@ impl AttnDims {
             n: self.b * self.h,
             l: self.l,
             hd: self.hd,
-            causal: false,
+            causal: self.causal,
         }
     }
 }
@@ -224,7 +226,7 @@ impl Backward<Flex, 1> for AttnBackward {
         let st = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
             let dims = st.dims;
-            let AttnDims { b, l, h, hd } = dims;
+            let AttnDims { b, l, h, hd, .. } = dims;
             let d = dims.d();
             let d_o = split_grad(f32s(&contiguous(grad)), dims);
             let [dq, dk, dv] =
@@ -253,7 +255,10 @@ impl Backward<Flex, 1> for AttnBackward {
 /// merge heads — one op forward and one backward, tiled with an online softmax (`flash.rs`):
 /// no `L × L` scores or probabilities are ever held, and the backward pass keeps `O(L)` state.
 /// [`rotary_attention_composed`] is its oracle and its fallback off flex.
-pub fn rotary_attention(qkv: Tensor<3>, heads: usize, rope: &Rope) -> Tensor<3> {
+///
+/// With `causal`, query `i` attends to keys `j ≤ i` only (scores above the diagonal are −∞):
+/// output row `i` then depends on input rows `≤ i` alone (the autoregressive baseline).
+pub fn rotary_attention(qkv: Tensor<3>, heads: usize, rope: &Rope, causal: bool) -> Tensor<3> {
     let [b, l, d3] = qkv.dims();
     assert!(
         d3 % (3 * heads) == 0 && l == rope.seq_len && d3 / 3 / heads == rope.head_dim,
@@ -266,15 +271,22 @@ pub fn rotary_attention(qkv: Tensor<3>, heads: usize, rope: &Rope) -> Tensor<3> 
         l,
         h: heads,
         hd: d3 / 3 / heads,
+        causal,
     };
     custom_unary(&qkv, AttnBackward, |prim| {
         attention_forward(&prim, dims, rope)
     })
-    .unwrap_or_else(|| rotary_attention_composed(qkv, heads, rope))
+    .unwrap_or_else(|| rotary_attention_composed(qkv, heads, rope, causal))
 }
 
-/// [`rotary_attention`] from burn's differentiable primitives.
-pub fn rotary_attention_composed(qkv: Tensor<3>, heads: usize, rope: &Rope) -> Tensor<3> {
+/// [`rotary_attention`] from burn's differentiable primitives (the causal mask as a
+/// `mask_fill(−∞)` above the diagonal of the scores).
+pub fn rotary_attention_composed(
+    qkv: Tensor<3>,
+    heads: usize,
+    rope: &Rope,
+    causal: bool,
+) -> Tensor<3> {
     let [b, l, d3] = qkv.dims();
     let (h, hd) = (heads, d3 / 3 / heads);
     let qkv = qkv.reshape([b, l, 3, h, hd]);
@@ -297,6 +309,19 @@ pub fn rotary_attention_composed(qkv: Tensor<3>, heads: usize, rope: &Rope) -> T
     let k = rotate(part(1));
     let v = part(2);
     let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
+    let scores = if causal {
+        let future: Vec<bool> = (0..l * l).map(|k| k % l > k / l).collect();
+        let future = Tensor::<2, burn::tensor::Bool>::from_data(
+            TensorData::new(future, [l, l]),
+            &scores.device(),
+        );
+        scores.mask_fill(
+            future.reshape([1, 1, l, l]).expand([b, h, l, l]),
+            f32::NEG_INFINITY,
+        )
+    } else {
+        scores
+    };
     burn::tensor::activation::softmax(scores, 3)
         .matmul(v)
         .swap_dims(1, 2)
@@ -319,8 +344,17 @@ mod tests {
         for l in [1usize, 13, 64, 130, 512] {
             let rope = Rope::new(l, hd, &device);
             let qkv = flex_from(vec![0.5f32; b * l * 3 * d], &[b, l, 3 * d]);
-            let (_, state) = attention_forward(&qkv, AttnDims { b, l, h, hd }, &rope);
-            assert_eq!(state.saved_floats(), 4 * b * l * d + b * h * l, "L = {l}");
+            for causal in [false, true] {
+                let dims = AttnDims {
+                    b,
+                    l,
+                    h,
+                    hd,
+                    causal,
+                };
+                let (_, state) = attention_forward(&qkv, dims, &rope);
+                assert_eq!(state.saved_floats(), 4 * b * l * d + b * h * l, "L = {l}");
+            }
         }
     }
 }

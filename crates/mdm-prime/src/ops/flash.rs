@@ -32,7 +32,8 @@ pub(super) struct Heads {
     pub n: usize,
     pub l: usize,
     pub hd: usize,
-    /// Key `j` is hidden from query `i` when `j > i` (autoregressive); not exposed yet.
+    /// Key `j` is hidden from query `i` when `j > i` (the autoregressive baseline,
+    /// `[model] kind = "ar"`).
     pub causal: bool,
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests of the burn crate: one binary, tiny models (D = 32, 2 layers, L = 16).
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod ar;
 mod common;
 mod faults;
 mod fid;

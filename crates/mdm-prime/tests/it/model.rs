@@ -105,7 +105,7 @@ fn ell_one_is_mdlm_and_revealed_tokens_are_certain() {
 fn masked_positions_only_loss_equals_the_full_loss() {
     use burn::tensor::Distribution;
     use mdm_prime::batch::noised_batch;
-    use mdm_prime::objective::batch_loss;
+    use mdm_prime::objective::masked_batch_loss;
     use mdm_prime::params::map_params;
     use mdm_prime_core::Objective;
     use rand::SeedableRng;
@@ -139,8 +139,8 @@ fn masked_positions_only_loss_equals_the_full_loss() {
         );
         let sigma = model.sigma(&cfg.schedule, &batch.t);
         for obj in [Objective::Paper, Objective::Elbo] {
-            let full = batch_loss(&model, &tables, obj, &batch, &sigma, true, false);
-            let sel = batch_loss(&model, &tables, obj, &batch, &sigma, true, true);
+            let full = masked_batch_loss(&model, &tables, obj, &batch, &sigma, true, false);
+            let sel = masked_batch_loss(&model, &tables, obj, &batch, &sigma, true, true);
             let (a, b): (f32, f32) = (full.clone().into_scalar(), sel.clone().into_scalar());
             assert!(
                 (a - b).abs() <= 1e-5 * a.abs().max(1.0),

@@ -120,7 +120,9 @@ fn fused_rotary_attention_equals_composed_in_value_and_gradient() {
     // D = 24 (H = 3, hd = 8); L = 12 (below the 16-lane width) and L = 130 (8·16 + 2, and
     // B·H·L = 780 rows of 130 span several parallel blocks, the last one short).
     for (b, l) in [(2usize, 12usize), (2, 130)] {
-        attention_case(b, l, 3, 8);
+        for causal in [false, true] {
+            attention_case(b, l, 3, 8, causal);
+        }
     }
 }
 
@@ -137,11 +139,13 @@ fn tiled_rotary_attention_equals_composed_at_partial_tiles() {
         (1, 129, 2, 24),
         (1, 200, 1, 64),
     ] {
-        attention_case(b, l, h, hd);
+        for causal in [false, true] {
+            attention_case(b, l, h, hd, causal);
+        }
     }
 }
 
-fn attention_case(b: usize, l: usize, h: usize, hd: usize) {
+fn attention_case(b: usize, l: usize, h: usize, hd: usize, causal: bool) {
     use mdm_prime::ops::{Rope, rotary_attention, rotary_attention_composed};
     let n = b * l * 3 * h * hd;
     let qkv = values(n, 5, 2.0);
@@ -152,9 +156,9 @@ fn attention_case(b: usize, l: usize, h: usize, hd: usize) {
         let x = Tensor::<3>::from_data(TensorData::new(qkv.clone(), [b, l, 3 * h * hd]), &d)
             .require_grad();
         let y = if fused {
-            rotary_attention(x.clone(), h, &rope)
+            rotary_attention(x.clone(), h, &rope, causal)
         } else {
-            rotary_attention_composed(x.clone(), h, &rope)
+            rotary_attention_composed(x.clone(), h, &rope, causal)
         };
         let w = Tensor::<3>::from_data(TensorData::new(up.clone(), [b, l, h * hd]), &d);
         let grads = (y.clone() * w).sum().backward();
@@ -164,11 +168,12 @@ fn attention_case(b: usize, l: usize, h: usize, hd: usize) {
     };
     let (y_f, g_f) = run(true);
     let (y_c, g_c) = run(false);
-    assert_close(&y_f, &y_c, &format!("attention value, L = {l}"));
-    assert_close(&g_f, &g_c, &format!("attention gradient, L = {l}"));
+    let what = format!("L = {l}, causal = {causal}");
+    assert_close(&y_f, &y_c, &format!("attention value, {what}"));
+    assert_close(&g_f, &g_c, &format!("attention gradient, {what}"));
     let d = Device::default();
     let plain = Tensor::<3>::from_data(TensorData::new(qkv, [b, l, 3 * h * hd]), &d);
-    let y_p: Vec<f32> = rotary_attention(plain, h, &Rope::new(l, hd, &d))
+    let y_p: Vec<f32> = rotary_attention(plain, h, &Rope::new(l, hd, &d), causal)
         .try_into_vec_as()
         .unwrap();
     assert_close(&y_p, &y_c, "attention value, plain device");

@@ -20,28 +20,39 @@ fn weights(tr: &Trainer) -> Vec<(String, Vec<f32>)> {
     all
 }
 
+/// For the DiT and for the autoregressive baseline (whose parameters live under `trunk.`).
 #[test]
 fn resume_continues_exactly() {
     let _guard = rng_lock();
-    let cfg = tiny_config(&["model.dropout=0.1", "train.grad_accum=2"]);
-    let data = tiny_data(&cfg);
+    for (name, kind) in [
+        ("dit", &[][..]),
+        ("ar", &["model.kind=ar", "prime.ell=1"][..]),
+    ] {
+        let mut o = vec!["model.dropout=0.1", "train.grad_accum=2"];
+        o.extend_from_slice(kind);
+        resume_case(name, &tiny_config(&o));
+    }
+}
+
+fn resume_case(name: &str, cfg: &mdm_prime_core::config::RunConfig) {
+    let data = tiny_data(cfg);
     let d = Device::default();
     let (n, k) = (6, 2);
 
-    let dir_a = temp_dir("straight");
-    let mut a = Trainer::open(&cfg, RunDir::new(&dir_a), false, &d).unwrap();
+    let dir_a = temp_dir(&format!("straight-{name}"));
+    let mut a = Trainer::open(cfg, RunDir::new(&dir_a), false, &d).unwrap();
     for _ in 0..n {
         a.step(&data).unwrap();
     }
 
-    let dir_b = temp_dir("resumed");
-    let mut b = Trainer::open(&cfg, RunDir::new(&dir_b), false, &d).unwrap();
+    let dir_b = temp_dir(&format!("resumed-{name}"));
+    let mut b = Trainer::open(cfg, RunDir::new(&dir_b), false, &d).unwrap();
     for _ in 0..k {
         b.step(&data).unwrap();
     }
     b.save().unwrap();
     drop(b);
-    let mut b = Trainer::open(&cfg, RunDir::new(&dir_b), true, &d).unwrap();
+    let mut b = Trainer::open(cfg, RunDir::new(&dir_b), true, &d).unwrap();
     assert_eq!(b.state.step, k as u64);
     for _ in k..n {
         b.step(&data).unwrap();
@@ -51,7 +62,7 @@ fn resume_continues_exactly() {
     assert_eq!(wa.len(), wb.len());
     for ((pa, va), (pb, vb)) in wa.iter().zip(&wb) {
         assert_eq!(pa, pb);
-        assert_eq!(va, vb, "{pa} differs after resume");
+        assert_eq!(va, vb, "{name}: {pa} differs after resume");
     }
     let _ = std::fs::remove_dir_all(&dir_a);
     let _ = std::fs::remove_dir_all(&dir_b);

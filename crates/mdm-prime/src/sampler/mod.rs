@@ -21,6 +21,12 @@
 //!
 //! Every random draw of sequence `b` comes from its own generator, so caching never changes the
 //! output, and neither does the batch size.
+//!
+//! [`sample`] and [`sample_each`] hand the work to the network ([`Denoiser::generate`]): a
+//! masked denoiser runs the sampler of this file, the autoregressive baseline the left-to-right
+//! one of [`ar`].
+
+pub mod ar;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use mdm_prime_core::Schedule;
@@ -33,7 +39,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::Result;
-use crate::model::Denoiser;
+use crate::model::{Denoiser, Templates};
 use crate::subtoken::PrimeTables;
 
 /// When the network output of a sequence is reused.
@@ -130,8 +136,7 @@ pub fn sample<M: Denoiser>(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Vec<Sample>, SamplerTiming)> {
     let shared = |_: usize| template;
-    run(
-        model,
+    model.generate(
         tables,
         solver.into(),
         settings,
@@ -196,8 +201,7 @@ pub fn sample_each<M: Denoiser>(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Vec<Sample>, SamplerTiming)> {
     let each = |b: usize| &templates[b];
-    run(
-        model,
+    model.generate(
         tables,
         solver.into(),
         settings,
@@ -208,14 +212,15 @@ pub fn sample_each<M: Denoiser>(
     )
 }
 
-/// The sampler proper, on `n` sequences whose templates `template(b)` gives.
+/// The sampler proper, on `n` sequences whose templates `template(b)` gives (a masked
+/// denoiser's [`Denoiser::generate`]).
 #[allow(clippy::too_many_arguments)]
-fn run<'t, M: Denoiser>(
+pub(crate) fn run<M: Denoiser>(
     model: &M,
     tables: &PrimeTables,
     solver: Solver,
     settings: &SampleSettings,
-    (n, template): (usize, &dyn Fn(usize) -> &'t Template),
+    (n, template): Templates<'_, '_>,
     replacement: u32,
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
@@ -510,8 +515,9 @@ fn reveal_all<M: Denoiser>(
     })
 }
 
-/// One row of log-probabilities as unnormalised probabilities, tempered and nucleus-truncated.
-fn tempered(row: &[f32], temperature: f64, top_p: f64) -> Vec<f64> {
+/// One row of log-probabilities (or logits) as unnormalised probabilities, tempered and
+/// nucleus-truncated.
+pub(crate) fn tempered(row: &[f32], temperature: f64, top_p: f64) -> Vec<f64> {
     let top = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
     let mut probs: Vec<f64> = row
         .iter()
