@@ -122,16 +122,22 @@ fn check_text(ckpt: &str, expect_file: &str) {
 
 #[test]
 fn mdlm_l1_checkpoint_reproduces_the_official_logits_and_subs() {
+    // Building a network draws its initial weights from the process-wide generator.
+    let _guard = crate::common::rng_lock();
     check_text("mdlm_l1.ckpt", "mdlm_l1.expect.pt");
 }
 
 #[test]
 fn prime_l4_carry_over_checkpoint_reproduces_the_official_logits_and_filter() {
+    // Building a network draws its initial weights from the process-wide generator.
+    let _guard = crate::common::rng_lock();
     check_text("prime_l4_co.ckpt", "prime_l4_co.expect.pt");
 }
 
 #[test]
 fn unet_l2_checkpoint_reproduces_the_official_logits() {
+    // Building a network draws its initial weights from the process-wide generator.
+    let _guard = crate::common::rng_lock();
     let opts = ImportOptions {
         unet_groups: 2,
         unet_head_channels: 6,
@@ -173,6 +179,8 @@ fn unet_l2_checkpoint_reproduces_the_official_logits() {
 
 #[test]
 fn importing_into_an_existing_run_is_refused() {
+    // Building a network draws its initial weights from the process-wide generator.
+    let _guard = crate::common::rng_lock();
     let d = Device::default();
     let imported = read_official(&fixture("prime_l4_co.ckpt"), &ImportOptions::default()).unwrap();
     let dir = temp_run("twice");
@@ -184,6 +192,8 @@ fn importing_into_an_existing_run_is_refused() {
 
 #[test]
 fn tensors_that_do_not_fit_the_network_are_named() {
+    // Building a network draws its initial weights from the process-wide generator.
+    let _guard = crate::common::rng_lock();
     let d = Device::default();
     let mut imported =
         read_official(&fixture("prime_l4_co.ckpt"), &ImportOptions::default()).unwrap();
