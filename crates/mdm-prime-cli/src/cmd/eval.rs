@@ -10,6 +10,9 @@ use mdm_prime_core::data::{Dataset, unigram_nll};
 use super::run::{bar, ensure_same_images, load_data, load_ema, run_config};
 use crate::args::EvalArgs;
 
+/// The `--data` value that names the run's own validation split (`./validation` is a file).
+const VALIDATION: &str = "validation";
+
 /// One evaluated set: what the table row and the JSON object show.
 struct SetResult {
     /// What the user passed (`--data`), or `validation` for the run's own split.
@@ -29,52 +32,60 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let (model, tables) = load_ema(&cfg, &run, &device)?;
     let exact = cfg.model.kind() == "ar";
 
-    // The run's own corpus gives the training split (for the unigram floor) and, without
-    // `--data`, the validation blocks. An imported run records none (docs/import.md): there
-    // `--data` is required, and each set's own training split gives its unigram floor.
-    let train_data = match (cfg.data.source.as_str(), args.data.is_empty()) {
-        ("", true) => anyhow::bail!(
-            "{} records no training corpus (an imported checkpoint): pass --data <corpus or \
-             images> to evaluate on",
+    // The run's own corpus gives the training split (for the unigram floor) and the validation
+    // blocks (`--data validation`, the default). An imported run records none (docs/import.md):
+    // there other `--data` sets are required, and each set's own training split gives its floor.
+    let specs: Vec<String> = match args.data.is_empty() {
+        true => vec![VALIDATION.to_owned()],
+        false => args.data.clone(),
+    };
+    let train_data = match cfg.data.source.as_str() {
+        "" if specs.iter().any(|s| s == VALIDATION) => anyhow::bail!(
+            "{} records no training corpus (an imported checkpoint), so it has no validation \
+             split: pass --data <corpus or images> to evaluate on",
             args.run.display()
         ),
-        ("", false) => None,
-        (source, _) => Some(load_data(&cfg, source)?),
+        "" => None,
+        source => Some(load_data(&cfg, source)?),
     };
     // Every set is read before any is evaluated, so that a missing file stops at once.
-    let others = args
-        .data
+    let others = specs
         .iter()
+        .filter(|s| *s != VALIDATION)
         .map(|source| {
             let d = load_data(&cfg, source)?;
             ensure_same_images(&cfg, &d)?;
             Ok((source.clone(), d))
         })
         .collect::<anyhow::Result<Vec<(String, Dataset)>>>()?;
-    let sets: Vec<(String, String, Vec<&[u32]>, &Dataset)> = match &train_data {
-        Some(own) if others.is_empty() => vec![(
-            "validation".to_owned(),
-            format!("{} (validation split)", own.source),
-            (0..own.n_val()).map(|i| own.val_block(i)).collect(),
-            own,
-        )],
-        _ => others
-            .iter()
-            .map(|(name, d)| {
+    let mut others = others.iter();
+    let mut sets: Vec<(String, String, Vec<&[u32]>, &Dataset)> = Vec::new();
+    for spec in &specs {
+        match (spec == VALIDATION, &train_data) {
+            (true, Some(own)) => sets.push((
+                spec.clone(),
+                format!("{} (validation split)", own.source),
+                (0..own.n_val()).map(|i| own.val_block(i)).collect(),
+                own,
+            )),
+            _ => {
+                let Some((name, d)) = others.next() else {
+                    anyhow::bail!("internal: --data {spec} was not loaded");
+                };
                 let blocks = (0..d.n_train())
                     .map(|i| d.train_block(i))
                     .chain((0..d.n_val()).map(|i| d.val_block(i)))
                     .collect();
                 let floor = train_data.as_ref().unwrap_or(d);
-                (
+                sets.push((
                     name.clone(),
                     format!("{} (all blocks)", d.source),
                     blocks,
                     floor,
-                )
-            })
-            .collect(),
-    };
+                ));
+            }
+        }
+    }
 
     let settings = EvalSettings::from_config(&cfg);
     let mut results = Vec::new();
