@@ -35,9 +35,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     // The run's own corpus gives the training split (for the unigram floor) and the validation
     // blocks (`--data validation`, the default). An imported run records none (docs/import.md):
     // there other `--data` sets are required, and each set's own training split gives its floor.
-    let specs: Vec<String> = match args.data.is_empty() {
-        true => vec![VALIDATION.to_owned()],
-        false => args.data.clone(),
+    let specs: Vec<String> = if args.data.is_empty() {
+        vec![VALIDATION.to_owned()]
+    } else {
+        args.data.clone()
     };
     let train_data = match cfg.data.source.as_str() {
         "" if specs.iter().any(|s| s == VALIDATION) => anyhow::bail!(
