@@ -1,6 +1,6 @@
 //! `mdm-prime eval`: the valid bound (elbo) in nats/token, bits/token and perplexity with its
 //! Monte-Carlo standard error, the paper's objective under its own name, and the unigram floor.
-//! With several `--data` sets (zero-shot evaluation, spec §9.2) one table, one row per set; an
+//! With several `--data` sets (zero-shot evaluation, design §9.2) one table, one row per set; an
 //! autoregressive run's row is its exact perplexity.
 
 use mdm_prime::checkpoint::RunDir;
@@ -238,7 +238,7 @@ fn table(results: &[SetResult], exact: bool) -> String {
     if !exact {
         out.push_str(
             "  paper objective: the token-joint objective the paper reports; not a bound when \
-             ell > 1 (spec §4.5)\n",
+             ell > 1 (design §4.5)\n",
         );
     }
     for r in results {

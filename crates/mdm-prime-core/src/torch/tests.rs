@@ -320,7 +320,7 @@ proptest::proptest! {
     }
 }
 
-/// The FID Inception-v3 (data-sources.md "FID feature extractor"): 87 MB, not vendored.
+/// The FID Inception-v3 (docs/fid.md, "The network and its input"): 87 MB, not vendored.
 /// `MDM_PRIME_FID_WEIGHTS=/path/to/default_1.pt cargo test --release -p mdm-prime-core fid --
 /// --ignored` (ignored by default: it needs the file; run without it, it fails).
 #[test]
