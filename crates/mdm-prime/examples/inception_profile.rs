@@ -2,7 +2,6 @@
 //! `cargo run --release -p mdm-prime --example inception_profile -- default_1.pt [batch]`.
 use std::time::Instant;
 
-use burn::tensor::{Tensor, TensorData};
 use mdm_prime::inception::Inception;
 use mdm_prime_core::metrics::inception::InceptionWeights;
 
@@ -31,6 +30,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("  {name:10} {s:.3} s ({:.0}%)", 100.0 * s / total);
         }
     }
-    let _ = Tensor::<1>::from_data(TensorData::new(vec![0.0f32], [1]), &device);
     Ok(())
 }

@@ -168,6 +168,12 @@ impl Inception {
     /// `x: [B, 3, 299, 299]` in [`INPUT_RANGE`] → `[B, 2048]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let [b, ..] = x.dims();
+        self.stages(x, &mut |_, _| {}).reshape([b, FEATURES])
+    }
+
+    /// The network stage by stage — stem, the eleven blocks, the final pool — calling
+    /// `after(stage, output)` after each; returns the pooled `[B, 2048, 1, 1]`.
+    fn stages(&self, x: Tensor<4>, after: &mut dyn FnMut(&str, &Tensor<4>)) -> Tensor<4> {
         let mut h = x;
         for (i, name) in STEM.iter().enumerate() {
             h = self.conv(name, h);
@@ -175,38 +181,26 @@ impl Inception {
                 h = pool(REDUCE_MAX, h);
             }
         }
+        after("stem", &h);
         for (name, block) in BLOCKS {
             h = self.block(name, block, h);
+            after(name, &h);
         }
-        pool(FINAL_AVG, h).reshape([b, FEATURES])
+        let h = pool(FINAL_AVG, h);
+        after("pool", &h);
+        h
     }
 
     /// [`Inception::features`] with the time of each stage (stem, each block, final pool), each
     /// waited for: for profiling.
     pub fn features_timed(&self, x: Tensor<4>) -> Vec<(String, f64)> {
-        let sync = |t: &Tensor<4>| {
-            let _: Vec<f32> = t.clone().sum().try_into_vec_as().unwrap_or_default();
-        };
         let mut out = Vec::new();
-        let t = std::time::Instant::now();
-        let mut h = x;
-        for (i, name) in STEM.iter().enumerate() {
-            h = self.conv(name, h);
-            if i == 2 || i == 4 {
-                h = pool(REDUCE_MAX, h);
-            }
-        }
-        sync(&h);
-        out.push(("stem".to_string(), t.elapsed().as_secs_f64()));
-        for (name, block) in BLOCKS {
-            let t = std::time::Instant::now();
-            h = self.block(name, block, h);
-            sync(&h);
+        let mut t = std::time::Instant::now();
+        self.stages(x, &mut |name, h| {
+            let _: Vec<f32> = h.clone().sum().try_into_vec_as().unwrap_or_default();
             out.push((name.to_string(), t.elapsed().as_secs_f64()));
-        }
-        let t = std::time::Instant::now();
-        sync(&pool(FINAL_AVG, h));
-        out.push(("pool".to_string(), t.elapsed().as_secs_f64()));
+            t = std::time::Instant::now();
+        });
         out
     }
 
@@ -360,6 +354,9 @@ pub fn kid_gemm(
     })?)
 }
 
+/// Images per Inception batch of the training-time FID (the batch the tools report speed at).
+const PROBE_BATCH: usize = 50;
+
 /// Training-time FID ([`crate::train::Probe`]): `samples` images drawn from the EMA model with
 /// a fixed seed (the run's sampler settings) against the statistics of as many reference
 /// (validation) images, extracted once. With fewer than 2,049 images the covariances are
@@ -385,7 +382,7 @@ impl FidProbe {
     ) -> crate::Result<Self> {
         let mut reference = reference.clone();
         reference.truncate(samples);
-        let features = net.extract(&reference, 50, &mut |_| {})?;
+        let features = net.extract(&reference, PROBE_BATCH, &mut |_| {})?;
         let reference = FrechetReference::new(&Gaussian::from_features(
             &features,
             reference.count,
@@ -442,7 +439,7 @@ impl crate::train::Probe for FidProbe {
             &mut |_, _| {},
         )?;
         let images = Images::from_tokens(shape, drawn.iter().map(|s| s.tokens.as_slice()))?;
-        let features = self.net.extract(&images, 50, &mut |_| {})?;
+        let features = self.net.extract(&images, PROBE_BATCH, &mut |_| {})?;
         let stats = Gaussian::from_features(&features, images.count, FEATURES)?;
         Ok(self.reference.distance(&stats)?)
     }

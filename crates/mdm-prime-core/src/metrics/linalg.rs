@@ -396,30 +396,4 @@ mod tests {
             }
         }
     }
-
-    /// Times the FID-sized pieces: `cargo test --release -p mdm-prime-core linalg_timing --
-    /// --ignored --nocapture` (a measurement, not a check).
-    #[test]
-    #[ignore = "timing: run by hand"]
-    fn linalg_timing() {
-        let n = 2048;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let x: Vec<f64> = (0..n * 64).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let xt = transpose(&x, 64, n);
-        let t = std::time::Instant::now();
-        let a = matmul(&x, &xt, n, 64, n);
-        eprintln!("matmul {n}×64×{n}: {:.2} s", t.elapsed().as_secs_f64());
-        let t = std::time::Instant::now();
-        let b = matmul(&a, &a, n, n, n);
-        eprintln!("matmul {n}³: {:.2} s", t.elapsed().as_secs_f64());
-        let t = std::time::Instant::now();
-        let e = sym_eigen(&b, n).unwrap();
-        eprintln!("sym_eigen {n}: {:.2} s", t.elapsed().as_secs_f64());
-        let t = std::time::Instant::now();
-        let _ = sym_eigenvalues(&b, n).unwrap();
-        eprintln!("sym_eigenvalues {n}: {:.2} s", t.elapsed().as_secs_f64());
-        let t = std::time::Instant::now();
-        let _ = sym_apply(&e, |v| v.max(0.0).sqrt());
-        eprintln!("sym_apply {n}: {:.2} s", t.elapsed().as_secs_f64());
-    }
 }
