@@ -8,9 +8,6 @@
 //! bilinear, `nv_bilinear_float`); gray images are repeated to three channels; values are
 //! mapped linearly onto [`INPUT_RANGE`] `(−1, 0.9921875)`.
 
-use burn::tensor::activation::relu;
-use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use mdm_prime_core::config::RunConfig;
 use mdm_prime_core::data::image::{ImageShape, Images};
@@ -21,21 +18,19 @@ use mdm_prime_core::metrics::inception::{
 use mdm_prime_core::metrics::{FrechetReference, Gaussian, Kid};
 use std::collections::HashMap;
 
+use crate::ops::{Pool2d, Pooling, Stride, conv2d_relu, pool2d};
+
 /// One convolution + folded batch norm + ReLU.
 struct ConvBnRelu {
     weight: Tensor<4>,
     bias: Tensor<1>,
-    options: ConvOptions<2>,
+    at: Stride,
 }
 
 impl ConvBnRelu {
+    /// The banded inference kernel on flex ([`conv2d_relu`]), burn's `conv2d` + `relu` elsewhere.
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(conv2d(
-            x,
-            self.weight.clone(),
-            Some(self.bias.clone()),
-            self.options.clone(),
-        ))
+        conv2d_relu(x, self.weight.clone(), self.bias.clone(), self.at)
     }
 }
 
@@ -58,13 +53,15 @@ impl Inception {
                     device,
                 );
                 let bias = Tensor::from_data(TensorData::new(c.bias.clone(), [spec.c_out]), device);
-                let options = ConvOptions::new([spec.stride; 2], spec.padding, [1, 1], 1);
                 (
                     spec.name,
                     ConvBnRelu {
                         weight,
                         bias,
-                        options,
+                        at: Stride {
+                            stride: spec.stride,
+                            padding: spec.padding,
+                        },
                     },
                 )
             })
@@ -250,29 +247,35 @@ impl Inception {
     }
 }
 
+/// One of the network's pools ([`pool2d`]: a plain loop per plane on flex, burn's pools elsewhere).
 fn pool(p: Pool, x: Tensor<4>) -> Tensor<4> {
     match p {
         Pool::Max {
             kernel,
             stride,
             padding,
-        } => max_pool2d(
+        } => pool2d(
             x,
-            MaxPoolOptions::new([kernel; 2])
-                .with_stride([stride; 2])
-                .with_padding([padding; 2]),
+            Pool2d {
+                pooling: Pooling::Max,
+                kernel,
+                stride,
+                padding,
+            },
         ),
         Pool::Avg {
             kernel,
             stride,
             padding,
             exclude_pad,
-        } => avg_pool2d(
+        } => pool2d(
             x,
-            AvgPoolOptions::new([kernel; 2])
-                .with_stride([stride; 2])
-                .with_padding([padding; 2])
-                .with_count_include_pad(!exclude_pad),
+            Pool2d {
+                pooling: Pooling::Avg { exclude_pad },
+                kernel,
+                stride,
+                padding,
+            },
         ),
     }
 }

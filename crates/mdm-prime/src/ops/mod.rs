@@ -10,27 +10,32 @@
 //!
 //! One file per op: `gelu`, `nll` (filtered NLL and log-softmax), `dropout`, `attention` (rotary
 //! self-attention, tiled in `flash`), `norm` (LayerNorm + adaLN modulation), `conv` (2-D "same" convolution as
-//! im2col + GEMM), `group_norm` (GroupNorm + affine + optional SiLU); this file holds what they share (the
+//! im2col + GEMM), `conv_relu` (inference convolution + bias + ReLU, any stride and padding, for
+//! the FID Inception: forward only), `group_norm` (GroupNorm + affine + optional SiLU), `pool` (inference max and average pooling); this file holds what they share (the
 //! vectorised `exp`, SIMD dispatch, flex primitives, recording an op).
 
 mod attention;
 mod conv;
+mod conv_relu;
 mod dropout;
 mod flash;
 mod gelu;
 mod group_norm;
 mod nll;
 mod norm;
+mod pool;
 
 pub use attention::{Rope, rotary_attention, rotary_attention_composed};
 pub use conv::{
     conv2d_module, conv2d_module_nhwc, conv2d_same, conv2d_same_composed, conv2d_same_nhwc,
 };
+pub use conv_relu::{Stride, conv2d_relu, conv2d_relu_composed};
 pub use dropout::dropout;
 pub use gelu::{gelu_tanh, gelu_tanh_composed};
 pub use group_norm::{GN_EPS, group_norm_silu, group_norm_silu_composed};
 pub use nll::{Allowed, DigitFilter, filtered_log_softmax, filtered_nll, filtered_nll_composed};
 pub use norm::{LN_EPS, layer_norm_modulate, layer_norm_modulate_composed};
+pub use pool::{Pool2d, Pooling, pool2d, pool2d_composed};
 
 use burn::tensor::{Tensor, TensorData};
 use burn_autodiff::Autodiff;

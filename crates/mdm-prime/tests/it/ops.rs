@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use mdm_prime::ops::{Allowed, filtered_nll, filtered_nll_composed, gelu_tanh, gelu_tanh_composed};
+use mdm_prime::ops::{
+    Allowed, Pool2d, Pooling, Stride, conv2d_relu, conv2d_relu_composed, filtered_nll,
+    filtered_nll_composed, gelu_tanh, gelu_tanh_composed, pool2d, pool2d_composed,
+};
 
 use crate::common::{assert_close, values};
 
@@ -441,4 +444,137 @@ fn layer_norm_case(b: usize, l: usize, d: usize) {
     .try_into_vec_as()
     .unwrap();
     assert_close(&y, &c.0, &what("value, plain device"));
+}
+
+/// The inference convolution + bias + ReLU (the FID Inception's layers) against burn's
+/// `conv2d` + `relu`, on every geometry the network has — stride 2 unpadded, "same" 3 × 3 and
+/// 5 × 5, 1 × 7 and 7 × 1 with one-sided padding, 1 × 1 — plus odd sizes, one image (the GEMM
+/// spread over the pool) and enough images to run them in parallel, with bands both whole and
+/// split (a 147-wide image's columns exceed one band). An autodiff input takes the composed
+/// path and keeps its gradient.
+#[test]
+fn conv_relu_equals_burn_conv2d_then_relu() {
+    // (B, C_in, C_out, [k_h, k_w], [p_h, p_w], stride, H = W)
+    type Case = (usize, usize, usize, [usize; 2], [usize; 2], usize, usize);
+    let cases: &[Case] = &[
+        (1, 3, 8, [3, 3], [0, 0], 2, 31),
+        (5, 3, 8, [3, 3], [0, 0], 2, 30),
+        (4, 5, 6, [3, 3], [1, 1], 1, 17),
+        (3, 6, 4, [5, 5], [2, 2], 1, 9),
+        (4, 7, 5, [1, 7], [0, 3], 1, 11),
+        (4, 7, 5, [7, 1], [3, 0], 1, 11),
+        (5, 9, 7, [1, 1], [0, 0], 1, 13),
+        (1, 9, 7, [1, 1], [0, 0], 1, 8),
+        (2, 16, 4, [3, 3], [1, 1], 1, 147),
+        (4, 12, 3, [3, 3], [0, 0], 2, 23),
+    ];
+    for (n, &(b, ci, co, [kh, kw], pad, s, hw)) in cases.iter().enumerate() {
+        let seed = 100 + 10 * n as u64;
+        let x = values(b * ci * hw * hw, seed, 1.0);
+        let w = values(co * ci * kh * kw, seed + 1, 0.5);
+        let bias = values(co, seed + 2, 0.5);
+        let d = Device::default();
+        let t =
+            |v: &[f32]| Tensor::<4>::from_data(TensorData::new(v.to_vec(), [b, ci, hw, hw]), &d);
+        let wt = Tensor::<4>::from_data(TensorData::new(w, [co, ci, kh, kw]), &d);
+        let bt = Tensor::<1>::from_data(TensorData::new(bias, [co]), &d);
+        let at = Stride {
+            stride: s,
+            padding: pad,
+        };
+        let got = conv2d_relu(t(&x), wt.clone(), bt.clone(), at);
+        let want = conv2d_relu_composed(t(&x), wt, bt, at);
+        let what = format!("conv_relu case {n}: B{b} {ci}->{co} k{kh}x{kw} p{pad:?} s{s} {hw}²");
+        assert_eq!(got.dims(), want.dims(), "{what}: shape");
+        let (got, want): (Vec<f32>, Vec<f32>) = (
+            got.try_into_vec_as().unwrap(),
+            want.try_into_vec_as().unwrap(),
+        );
+        assert!(
+            want.contains(&0.0) && want.iter().any(|&v| v > 0.0),
+            "{what}: ReLU exercised"
+        );
+        assert_close(&got, &want, &what);
+    }
+    // Autodiff: the composed path, gradient intact.
+    let d = ad();
+    let x = Tensor::<4>::from_data(
+        TensorData::new(values(2 * 3 * 5 * 5, 7, 1.0), [2, 3, 5, 5]),
+        &d,
+    )
+    .require_grad();
+    let w = Tensor::<4>::from_data(TensorData::new(values(4 * 3 * 9, 8, 0.5), [4, 3, 3, 3]), &d);
+    let bias = Tensor::<1>::from_data(TensorData::new(vec![0.1; 4], [4]), &d);
+    let grads = conv2d_relu(
+        x.clone(),
+        w,
+        bias,
+        Stride {
+            stride: 1,
+            padding: [1, 1],
+        },
+    )
+    .sum()
+    .backward();
+    assert!(
+        x.grad(&grads).is_some(),
+        "autodiff input keeps its gradient"
+    );
+}
+
+/// The inference pools against burn's `max_pool2d` / `avg_pool2d`: the Inception's four (3 × 3
+/// stride-1 average without the padding, 3 × 3 stride-2 max, 3 × 3 stride-1 max, 8 × 8 average)
+/// and odd sizes, average with the padding counted too. Values include negatives (a max over
+/// padding must not return 0). An autodiff input takes the composed path.
+#[test]
+fn pools_equal_burn_pools() {
+    let cases: &[(Pooling, usize, usize, usize, [usize; 4])] = &[
+        (Pooling::Avg { exclude_pad: true }, 3, 1, 1, [3, 5, 35, 35]),
+        (Pooling::Max, 3, 2, 0, [2, 4, 147, 147]),
+        (Pooling::Max, 3, 2, 0, [2, 3, 16, 17]),
+        (Pooling::Max, 3, 1, 1, [2, 6, 8, 8]),
+        (Pooling::Avg { exclude_pad: false }, 8, 8, 0, [3, 7, 8, 8]),
+        (Pooling::Avg { exclude_pad: false }, 3, 2, 1, [2, 3, 9, 10]),
+        (Pooling::Avg { exclude_pad: true }, 5, 2, 2, [1, 2, 11, 7]),
+    ];
+    for (n, &(pooling, kernel, stride, padding, shape)) in cases.iter().enumerate() {
+        let pool = Pool2d {
+            pooling,
+            kernel,
+            stride,
+            padding,
+        };
+        let len: usize = shape.iter().product();
+        let x = values(len, 300 + n as u64, 2.0)
+            .iter()
+            .map(|v| v - 1.5)
+            .collect::<Vec<_>>();
+        let t = || Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &Device::default());
+        let (got, want) = (pool2d(t(), pool), pool2d_composed(t(), pool));
+        let what = format!("pool case {n}: {pool:?} {shape:?}");
+        assert_eq!(got.dims(), want.dims(), "{what}: shape");
+        let (got, want): (Vec<f32>, Vec<f32>) = (
+            got.try_into_vec_as().unwrap(),
+            want.try_into_vec_as().unwrap(),
+        );
+        assert_close(&got, &want, &what);
+    }
+    let d = ad();
+    let x = Tensor::<4>::from_data(TensorData::new(values(2 * 9 * 9, 9, 1.0), [1, 2, 9, 9]), &d)
+        .require_grad();
+    let grads = pool2d(
+        x.clone(),
+        Pool2d {
+            pooling: Pooling::Avg { exclude_pad: true },
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        },
+    )
+    .sum()
+    .backward();
+    assert!(
+        x.grad(&grads).is_some(),
+        "autodiff input keeps its gradient"
+    );
 }
