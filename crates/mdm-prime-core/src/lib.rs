@@ -40,6 +40,7 @@ pub mod sampling;
 pub mod schedule;
 pub mod solver;
 pub mod subtoken;
+pub mod sweep;
 pub mod template;
 pub mod tokenizer;
 pub mod torch;

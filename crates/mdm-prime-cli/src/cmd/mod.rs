@@ -11,6 +11,7 @@ mod isr;
 mod run;
 mod sample;
 mod subtokens;
+mod sweep_report;
 mod train;
 
 use crate::args::{Cli, Command};
@@ -28,5 +29,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Subtokens(args) => subtokens::run(args),
         Command::CheckDevice(args) => check::run(args),
         Command::Fid(args) => fid::run(args),
+        Command::SweepReport(args) => sweep_report::run(args),
     }
 }
