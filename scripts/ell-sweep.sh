@@ -19,7 +19,7 @@
 #
 # Every step is skipped when its output exists, so an interrupted sweep continues where it
 # stopped. Environment: MDM_PRIME (binary; default target/release/mdm-prime), SWEEP_STEPS
-# (training steps; default the preset's 1000), SWEEP_SEED (default 1), SWEEP_TOKENIZERS
+# (training steps; default the preset's 600), SWEEP_SEED (default 1), SWEEP_TOKENIZERS
 # (default "gpt2 bytes"), SWEEP_SAMPLES (samples per T; default 32), SWEEP_JUDGE, SWEEP_CACHE
 # (downloads; default .cache/mdm-prime/downloads). Needs `pip` for the two downloads.
 set -euo pipefail
@@ -90,8 +90,10 @@ sample_and_score() {
     if [ ! -f "$s" ]; then
       log "sample $tok/$name T=$steps"
       local t0; t0=$(now)
+      # --no-truncate: whole fixed-length samples are scored (as MDLM's generative perplexity
+      # does); a sample cut at its first end-of-text could be empty.
       "$bin" sample --run "$dir" --num "$nsamples" --steps "$steps" --seed "$seed" \
-        --out "$s.tmp" --json > /dev/null 2> "$dir/sample-T$steps.log"
+        --no-truncate --out "$s.tmp" --json > /dev/null 2> "$dir/sample-T$steps.log"
       echo "{\"steps\": $steps, \"wall_s\": $(since "$t0")}" > "$dir/sample-T$steps.json"
       mv "$s.tmp" "$s"
     fi

@@ -73,8 +73,11 @@ fn gather_row(src: &[f32], dst: &mut [f32], s: usize, off: isize) {
         let lo = (-off).clamp(0, n) as usize;
         let hi = (src.len() as isize - off).clamp(lo as isize, n) as usize;
         dst[..lo].fill(0.0);
-        let start = (lo as isize + off) as usize;
-        dst[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+        if hi > lo {
+            // lo + off ≥ 0 and hi + off ≤ src.len() by the clamps above.
+            let start = (lo as isize + off) as usize;
+            dst[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+        }
         dst[hi..].fill(0.0);
         return;
     }
