@@ -157,7 +157,7 @@ impl Gpt2Config {
             n_embd,
             n_layer: positive(&obj, path, "n_layer", None)?,
             n_head: positive(&obj, path, "n_head", None)?,
-            n_inner: positive(&obj, path, "n_inner", Some(4 * n_embd))?,
+            n_inner: positive(&obj, path, "n_inner", Some(n_embd.saturating_mul(4)))?,
             layer_norm_epsilon: eps,
             bos_token_id,
         };
@@ -212,8 +212,8 @@ impl Gpt2Config {
     pub fn parameters(&self) -> u128 {
         self.shapes()
             .iter()
-            .map(|(_, s)| s.iter().product::<usize>() as u128)
-            .sum()
+            .map(|(_, s)| s.iter().fold(1u128, |p, &d| p.saturating_mul(d as u128)))
+            .fold(0u128, u128::saturating_add)
     }
 
     /// Every weight's name (without the `transformer.` prefix) and shape, in `GPT2Model`'s
@@ -231,8 +231,8 @@ impl Gpt2Config {
             out.extend([
                 (p("ln_1.weight"), vec![d]),
                 (p("ln_1.bias"), vec![d]),
-                (p("attn.c_attn.weight"), vec![d, 3 * d]),
-                (p("attn.c_attn.bias"), vec![3 * d]),
+                (p("attn.c_attn.weight"), vec![d, d.saturating_mul(3)]),
+                (p("attn.c_attn.bias"), vec![d.saturating_mul(3)]),
                 (p("attn.c_proj.weight"), vec![d, d]),
                 (p("attn.c_proj.bias"), vec![d]),
                 (p("ln_2.weight"), vec![d]),
@@ -386,6 +386,11 @@ mod tests {
                 "head size `n_embd` / `n_head` = 1 is odd",
             ),
             (r#"{"n_embd": 16}"#.into(), "has no `vocab_size`"),
+            (
+                with("n_positions", "18446744073709551615"),
+                "the GPT-2 judge",
+            ),
+            (with("n_embd", "9223372036854775808"), "the GPT-2 judge"),
             ("[1]".into(), "not a JSON object"),
             ("{".into(), "not valid JSON"),
         ];
