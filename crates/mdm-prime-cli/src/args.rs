@@ -38,6 +38,30 @@ pub enum Command {
     /// The ℓ sweep's report: the tables (Markdown) and plots (PNG) of the run directories that
     /// scripts/ell-sweep.sh fills (docs/results.md).
     SweepReport(SweepReportArgs),
+    /// Generative perplexity of text samples under a judge (an autoregressive run, or a GPT-2
+    /// from Hugging Face safetensors) and their mean unigram entropy (diversity).
+    Genppl(GenpplArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenpplArgs {
+    /// The judge: an autoregressive run directory (`[model] kind = "ar"`), or a folder with a
+    /// GPT-2's model.safetensors and config.json (e.g. a Hugging Face download of gpt2-large).
+    #[arg(long)]
+    pub judge: std::path::PathBuf,
+    /// The samples: JSON lines with `text` and/or `tokens`, as `mdm-prime sample` writes
+    /// (<run>/samples/samples-seed<seed>.jsonl).
+    #[arg(long)]
+    pub samples: std::path::PathBuf,
+    /// Windows of the judge's context per network batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// One JSON object: gen_ppl, nll_per_token, scored_tokens, entropy ± s.e., per-sample scores.
+    #[arg(long)]
+    pub json: bool,
+    /// Where to run: cpu (default), cuda[:N] or wgpu[:N] (GPU builds: README, "GPUs").
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Debug, Args)]

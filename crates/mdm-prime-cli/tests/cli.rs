@@ -1128,3 +1128,272 @@ fn fid_bad_input_fails_clearly() {
     ]);
     assert_clear_error(&o, "missing folder", &["/nonexistent/images"]);
 }
+
+/// `−log p(w_j | the tokens before it in its window)`, summed over the positions genppl scores,
+/// computed directly from the run's EMA weights with [`Ar::token_nll`] (what `eval` uses for an
+/// autoregressive run): windows of `n` tokens starting at `k·(n − 1)`, EOS not scored.
+fn ar_nll_directly(run: &std::path::Path, seq: &[u32], eos: u32) -> (f64, usize) {
+    use burn::module::Module;
+    use burn::tensor::{Device, Int, Tensor, TensorData};
+    use mdm_prime::checkpoint::{RunDir, load_module};
+    use mdm_prime::model::{Denoiser, Network};
+    let cfg = mdm_prime_core::config::RunConfig::load(&run.join("config.toml"), &[]).unwrap();
+    let device = Device::default();
+    let codec = cfg.codec().unwrap();
+    let net = Network::init(&cfg, &codec, &device).unwrap();
+    let Network::Ar(model) = load_module(net, &RunDir::new(run).ema()).unwrap().valid() else {
+        panic!("not an AR run");
+    };
+    let n = cfg.data.seq_len;
+    let (mut nll, mut count, mut start) = (0.0, 0, 0);
+    while start + 1 < seq.len() {
+        let w = &seq[start..(start + n).min(seq.len())];
+        let x = Tensor::<2, Int>::from_data(
+            TensorData::new(w.iter().map(|&t| t as i64).collect(), [1, w.len()]),
+            &device,
+        );
+        let per: Vec<f32> = model.token_nll(x, w).try_into_vec_as().unwrap();
+        for j in 1..w.len() {
+            if w[j] != eos {
+                nll += per[j] as f64;
+                count += 1;
+            }
+        }
+        start += n - 1;
+    }
+    (nll, count)
+}
+
+/// `mdm-prime genppl --judge J --samples S --json [extra…]`, which must succeed: its object.
+fn genppl_json(judge: &str, samples: &str, extra: &[&str]) -> serde_json::Value {
+    let args = [
+        &["genppl", "--judge", judge, "--samples", samples, "--json"],
+        extra,
+    ]
+    .concat();
+    let o = mdm_prime(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_str(stdout(&o).trim()).unwrap()
+}
+
+/// `genppl`: an autoregressive run as the judge (tokens used as they are when the samples name
+/// its tokenizer, text re-tokenised otherwise; windows of its context), checked against the
+/// run's exact NLL computed directly; a GPT-2 judge of the real vocabulary from safetensors;
+/// and the errors of each input.
+#[test]
+fn genppl_scores_samples_under_an_ar_run_and_a_gpt2() {
+    let dir = temp_dir("genppl");
+    let run = dir.join("ar");
+    let run_s = run.to_str().unwrap();
+    let mut args = vec!["train", "--run-dir", run_s, "--set", "model.kind=ar"];
+    args.extend(["--set", "prime.ell=1"]);
+    args.extend(TINY);
+    args.push("3");
+    let o = mdm_prime(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Two samples from the run itself (the real file format), then hand-made lines: 63 bytes as
+    // tokens (BOS + 63 = 64 > 32 positions: three windows), the same as text, and text alone.
+    let sampled = dir.join("sampled.jsonl");
+    let out = sampled.to_str().unwrap();
+    let o = mdm_prime(&["sample", "--run", run_s, "--num", "2", "--out", out]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut lines = std::fs::read_to_string(&sampled).unwrap();
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (&first["tokenizer"], &first["truncated"]),
+        (&"bytes".into(), &true.into())
+    );
+    let text = "Call me Ishmael. Some years ago, never mind how long precisely!";
+    assert_eq!(text.len(), 63);
+    let mut tokens = vec![0u32];
+    tokens.extend(text.bytes().map(u32::from));
+    tokens.extend([0, 65, 66]); // after the first EOS: not part of the truncated sample
+    lines.push_str(
+        &serde_json::json!({"text": text, "tokens": tokens, "tokenizer": "bytes", "truncated": true})
+            .to_string(),
+    );
+    lines.push('\n');
+    lines.push_str(&serde_json::json!({"text": text}).to_string());
+    lines.push_str("\n\n");
+    lines.push_str(&serde_json::json!({"text": "whale"}).to_string());
+    lines.push('\n');
+    let samples = dir.join("samples.jsonl");
+    std::fs::write(&samples, &lines).unwrap();
+    let s = samples.to_str().unwrap();
+    let v = genppl_json(run_s, s, &["--batch-size", "3"]);
+    assert_eq!(
+        (v["samples"].as_u64(), v["context"].as_u64()),
+        (Some(5), Some(32))
+    );
+    let per = v["per_sample"].as_array().unwrap();
+    let sources: Vec<&str> = per.iter().map(|p| p["source"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["tokens", "tokens", "tokens", "text", "text"]);
+    // Each sample's NLL against the run's own exact NLL of the same tokens.
+    let sampled_lines: Vec<serde_json::Value> = std::fs::read_to_string(&sampled)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let body = |toks: &[u32]| -> Vec<u32> {
+        let b = toks.strip_prefix(&[0]).unwrap_or(toks);
+        let end = b.iter().position(|&x| x == 0).unwrap_or(b.len());
+        std::iter::once(0).chain(b[..end].iter().copied()).collect()
+    };
+    let mut seqs: Vec<Vec<u32>> = sampled_lines
+        .iter()
+        .map(|l| body(&serde_json::from_value::<Vec<u32>>(l["tokens"].clone()).unwrap()))
+        .collect();
+    seqs.push(body(&tokens));
+    seqs.push(body(&tokens));
+    seqs.push(
+        std::iter::once(0)
+            .chain("whale".bytes().map(u32::from))
+            .collect(),
+    );
+    let (mut total, mut count) = (0.0, 0);
+    for (p, seq) in per.iter().zip(&seqs) {
+        let (nll, n) = ar_nll_directly(&run, seq, 0);
+        assert_eq!(p["tokens"].as_u64(), Some(n as u64), "{p}");
+        let got = p["nll"].as_f64().unwrap();
+        assert!((got - nll).abs() < 1e-4 * nll.max(1.0), "{p}: direct {nll}");
+        total += nll;
+        count += n;
+    }
+    assert_eq!(per[2]["tokens"].as_u64(), Some(63));
+    assert_eq!(
+        per[2]["nll"], per[3]["nll"],
+        "tokens and text of the same bytes"
+    );
+    assert_eq!(v["scored_tokens"].as_u64(), Some(count as u64));
+    let ppl = (total / count as f64).exp();
+    assert!(
+        (v["gen_ppl"].as_f64().unwrap() - ppl).abs() < 1e-4 * ppl,
+        "{v}"
+    );
+    // "whale": five distinct bytes, entropy ln 5.
+    assert!((per[4]["entropy"].as_f64().unwrap() - 5f64.ln()).abs() < 1e-12);
+    let o = mdm_prime(&["genppl", "--judge", run_s, "--samples", s]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("generative perplexity") && out.contains("unigram entropy"),
+        "{out}"
+    );
+
+    // A GPT-2 judge with the GPT-2 vocabulary (random weights), from safetensors + config.json.
+    let gpt2 = dir.join("gpt2");
+    std::fs::create_dir_all(&gpt2).unwrap();
+    let config = r#"{"model_type": "gpt2", "vocab_size": 50257, "n_positions": 16, "n_embd": 8,
+        "n_layer": 1, "n_head": 2, "activation_function": "gelu_new"}"#;
+    std::fs::write(gpt2.join("config.json"), config).unwrap();
+    let c = mdm_prime_core::gpt2::Gpt2Config::parse(std::path::Path::new("c"), config.as_bytes())
+        .unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = c
+        .shapes()
+        .into_iter()
+        .enumerate()
+        .map(|(k, (n, shape))| {
+            let len: usize = shape.iter().product();
+            let bytes = (0..len)
+                .flat_map(|i| {
+                    (((i * 7919 + k * 104_729) % 1000) as f32 / 1000.0 - 0.5).to_le_bytes()
+                })
+                .collect();
+            (n, shape, bytes)
+        })
+        .collect();
+    let bytes =
+        mdm_prime_core::checkpoint::serialize(&tensors, std::collections::HashMap::new()).unwrap();
+    std::fs::write(gpt2.join("model.safetensors"), bytes).unwrap();
+    let g = gpt2.to_str().unwrap();
+    let v = genppl_json(g, s, &[]);
+    assert_eq!(
+        v["retokenized"].as_u64(),
+        Some(5),
+        "a GPT-2 judge reads the text: {v}"
+    );
+    let tok = mdm_prime_core::Tokenizer::new(mdm_prime_core::TokenizerKind::Gpt2).unwrap();
+    let want: usize = std::fs::read_to_string(&samples)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let l: serde_json::Value = serde_json::from_str(l).unwrap();
+            tok.encode(l["text"].as_str().unwrap()).len()
+        })
+        .sum();
+    assert_eq!(v["scored_tokens"].as_u64(), Some(want as u64));
+    assert!(v["gen_ppl"].as_f64().unwrap().is_finite());
+
+    // Errors.
+    let dit = dir.join("dit");
+    std::fs::create_dir_all(&dit).unwrap();
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(cfg.contains("kind = \"ar\""));
+    std::fs::write(
+        dit.join("config.toml"),
+        cfg.replace("kind = \"ar\"", "kind = \"dit\""),
+    )
+    .unwrap();
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    let blank = dir.join("blank.jsonl");
+    std::fs::write(&blank, "{\"text\": \"ok\"}\n{\"text\": \"\"}\n").unwrap();
+    let no_config = dir.join("no-config");
+    std::fs::create_dir_all(&no_config).unwrap();
+    std::fs::copy(
+        gpt2.join("model.safetensors"),
+        no_config.join("model.safetensors"),
+    )
+    .unwrap();
+    let missing = dir.join("missing.jsonl");
+    let cases: [(&std::path::Path, &std::path::Path, &str, &[&str]); 6] = [
+        (
+            &run,
+            &missing,
+            "a missing samples file",
+            &["missing.jsonl", "cannot read"],
+        ),
+        (
+            &run,
+            &empty,
+            "an empty samples file",
+            &["holds no samples", "mdm-prime sample"],
+        ),
+        (
+            &run,
+            &blank,
+            "a sample with no tokens",
+            &["line 2", "no tokens to score"],
+        ),
+        (
+            &dit,
+            &samples,
+            "a masked diffusion judge",
+            &["masked diffusion run", "kind = \"ar\""],
+        ),
+        (
+            &no_config,
+            &samples,
+            "no config.json",
+            &["config.json", "not found"],
+        ),
+        (
+            &dir.join("nowhere"),
+            &samples,
+            "no judge",
+            &["nowhere", "is not a folder"],
+        ),
+    ];
+    for (judge, file, what, needles) in cases {
+        let o = mdm_prime(&[
+            "genppl",
+            "--judge",
+            judge.to_str().unwrap(),
+            "--samples",
+            file.to_str().unwrap(),
+        ]);
+        assert_clear_error(&o, what, needles);
+        assert!(o.stdout.is_empty(), "{what}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

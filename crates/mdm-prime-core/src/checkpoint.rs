@@ -165,14 +165,108 @@ pub fn parse_safetensors(path: &Path, bytes: &[u8]) -> Result<Loaded> {
                 format!("tensor {name} is {:?}, expected F32", view.dtype()),
             ));
         }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let values = widen(Dtype::F32, view.data()).unwrap_or_default();
         out.insert(name, (view.shape().to_vec(), values));
     }
     Ok((out, metadata))
+}
+
+/// Little-endian values of a float `dtype` as f32: F32 as stored, F16 and BF16 exactly (every
+/// half value is an f32), F64 rounded to nearest; `None` for any other dtype.
+fn widen(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        // bfloat16 is the top half of an f32.
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+            .collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// A safetensors file written by other software (a Hugging Face model): tensors of any float
+/// width, each read on demand as f32 (the file is never converted as a whole).
+pub struct FloatTensors {
+    path: std::path::PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl FloatTensors {
+    /// Checks that `bytes` (the file at `path`, which errors name) is a readable safetensors
+    /// file; a checksum this project wrote into it is verified as in [`parse_safetensors`].
+    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let file = FloatTensors {
+            path: path.to_path_buf(),
+            bytes,
+        };
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&file.bytes).map_err(|e| {
+            Error::data(
+                path,
+                format!("not a readable safetensors file ({e}); it may be truncated"),
+            )
+        })?;
+        if meta
+            .metadata()
+            .as_ref()
+            .is_some_and(|m| m.contains_key(CHECKSUM_KEY))
+        {
+            parse_safetensors(path, &file.bytes)?;
+        } else {
+            file.view()?;
+        }
+        Ok(file)
+    }
+
+    fn view(&self) -> Result<safetensors::SafeTensors<'_>> {
+        safetensors::SafeTensors::deserialize(&self.bytes).map_err(|e| {
+            Error::data(
+                &self.path,
+                format!("not a readable safetensors file ({e}); it may be truncated"),
+            )
+        })
+    }
+
+    /// Every tensor's name and shape, sorted by name.
+    pub fn shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        let mut out: Vec<(String, Vec<usize>)> = self
+            .view()?
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| (n, v.shape().to_vec()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The values of tensor `name` as f32 ([`widen`]); a missing tensor or one that is not a
+    /// float (an integer or boolean buffer) is an error naming it.
+    pub fn f32(&self, name: &str) -> Result<Vec<f32>> {
+        let st = self.view()?;
+        let view = st
+            .tensor(name)
+            .map_err(|_| Error::data(&self.path, format!("has no tensor {name}")))?;
+        widen(view.dtype(), view.data()).ok_or_else(|| {
+            Error::data(
+                &self.path,
+                format!(
+                    "tensor {name} is {:?}; only F32, F16, BF16 and F64 weights can be read",
+                    view.dtype()
+                ),
+            )
+        })
+    }
 }
 
 #[cfg(test)]
@@ -203,5 +297,75 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a readable safetensors file"), "{e}");
+    }
+
+    #[test]
+    fn half_widths_widen_exactly() {
+        // f16: 0x3C00 = 1, 0xC000 = −2, 0x0001 = 2⁻²⁴ (the smallest subnormal), 0x7BFF = 65504.
+        let f16: Vec<u8> = [0x3C00u16, 0xC000, 0x0001, 0x7BFF]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let want = vec![1.0, -2.0, 2f32.powi(-24), 65504.0];
+        assert_eq!(widen(Dtype::F16, &f16), Some(want));
+        // bf16: 0x3FC0 = 1.5, 0xC2F7 = −123.5 (the top half of its f32 bits 0xC2F70000).
+        let bf16: Vec<u8> = [0x3FC0u16, 0xC2F7]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        assert_eq!(widen(Dtype::BF16, &bf16), Some(vec![1.5, -123.5]));
+        let f64s: Vec<u8> = [0.1f64].iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(widen(Dtype::F64, &f64s), Some(vec![0.1f32]));
+        assert_eq!(widen(Dtype::I64, &[0; 8]), None);
+    }
+
+    #[test]
+    fn float_tensors_of_any_width_read_as_f32_and_others_are_named() {
+        let f16 = half::f16::from_f32(0.5).to_le_bytes().repeat(2);
+        let ids = 7i64.to_le_bytes();
+        let views = vec![
+            ("a", TensorView::new(Dtype::F16, vec![2], &f16).unwrap()),
+            ("ids", TensorView::new(Dtype::I64, vec![1], &ids).unwrap()),
+        ];
+        let bytes = safetensors::serialize(views, None).unwrap();
+        let path = Path::new("hf/model.safetensors");
+        let file = FloatTensors::parse(path, bytes.clone()).unwrap();
+        assert_eq!(
+            file.shapes().unwrap(),
+            vec![("a".into(), vec![2]), ("ids".into(), vec![1])]
+        );
+        assert_eq!(file.f32("a").unwrap(), vec![0.5, 0.5]);
+        let e = file.f32("ids").unwrap_err().to_string();
+        assert!(
+            e.contains("hf/model.safetensors") && e.contains("ids") && e.contains("I64"),
+            "{e}"
+        );
+        assert!(
+            file.f32("b")
+                .unwrap_err()
+                .to_string()
+                .contains("no tensor b")
+        );
+        let e = FloatTensors::parse(path, bytes[..30].to_vec())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not a readable safetensors file"), "{e}");
+        // This project's files carry a checksum, which is checked here too.
+        let ours = serialize(
+            &[("w".into(), vec![1], 2f32.to_le_bytes().to_vec())],
+            HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            FloatTensors::parse(path, ours.clone())
+                .unwrap()
+                .f32("w")
+                .unwrap(),
+            vec![2.0]
+        );
+        let mut bad = ours;
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(FloatTensors::parse(path, bad).is_err());
     }
 }

@@ -28,6 +28,7 @@ pub mod flops;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod gpt2;
 pub mod import;
 pub mod limits;
 pub mod metrics;

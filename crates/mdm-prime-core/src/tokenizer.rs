@@ -91,6 +91,21 @@ impl Tokenizer {
         }
     }
 
+    /// Token ids of `text` in which the EOS written out (`<|endoftext|>` for GPT-2, a NUL byte
+    /// for bytes) is the EOS id: how `mdm-prime sample --no-truncate` text, which prints EOS
+    /// that way, reads back.
+    pub fn encode_with_eos(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Bytes => Ok(self.encode(text)),
+            Tokenizer::Gpt2(bpe) => {
+                let allowed = std::collections::HashSet::from(["<|endoftext|>"]);
+                bpe.encode(text, &allowed)
+                    .map(|(ids, _)| ids)
+                    .map_err(|e| Error::Tokenizer(e.to_string()))
+            }
+        }
+    }
+
     /// The bytes of a token sequence. Errors on an id ≥ V.
     pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
         if let Some(&bad) = ids.iter().find(|&&x| x >= self.vocab_size()) {
@@ -126,6 +141,14 @@ mod tests {
         assert_eq!(t.decode_lossy(&[15496, 995]).unwrap(), "Hello world");
         assert_eq!(t.decode_lossy(&[GPT2_EOS]).unwrap(), "<|endoftext|>");
         assert!(t.decode_bytes(&[50257]).is_err());
+        // `<|endoftext|>` is plain text to `encode` and the EOS id to `encode_with_eos`.
+        assert!(!t.encode("a<|endoftext|>").contains(&GPT2_EOS));
+        assert_eq!(
+            t.encode_with_eos("Hello<|endoftext|> world").unwrap(),
+            vec![15496, GPT2_EOS, 995]
+        );
+        let b = Tokenizer::new(TokenizerKind::Bytes).unwrap();
+        assert_eq!(b.encode_with_eos("a\0b").unwrap(), vec![97, 0, 98]);
     }
 
     #[test]

@@ -15,6 +15,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
+pub use mdm_prime_core::metrics::mean_stderr;
+
 use crate::Result;
 use crate::batch::noised_batch;
 use crate::model::Denoiser;
@@ -127,18 +129,4 @@ pub fn evaluate<M: Denoiser>(
         sequences: per_seq_elbo.len(),
         time_draws: k_draws,
     })
-}
-
-/// Mean and standard error of the mean (0 for fewer than two values).
-pub fn mean_stderr(x: &[f64]) -> (f64, f64) {
-    let n = x.len() as f64;
-    if x.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let mean = x.iter().sum::<f64>() / n;
-    if x.len() < 2 {
-        return (mean, 0.0);
-    }
-    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, (var / n).sqrt())
 }

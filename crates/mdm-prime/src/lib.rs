@@ -14,6 +14,8 @@ pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod genppl;
+pub mod gpt2;
 pub mod import;
 pub mod inception;
 pub mod model;

@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod eval;
 mod fid;
+mod genppl;
 mod image;
 mod import;
 mod impute;
@@ -30,5 +31,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckDevice(args) => check::run(args),
         Command::Fid(args) => fid::run(args),
         Command::SweepReport(args) => sweep_report::run(args),
+        Command::Genppl(args) => genppl::run(args),
     }
 }

@@ -94,7 +94,8 @@ pub fn run(args: SampleArgs) -> anyhow::Result<()> {
     for (k, s) in samples.iter().enumerate() {
         let text = render(&tokenizer, &s.tokens, !args.no_truncate)?;
         let line = json!({"index": k, "text": text, "tokens": s.tokens, "nfe": s.nfe,
-            "idle_steps": s.idle_steps, "steps": s.steps, "invalid_codes": s.invalid_codes, "seed": args.seed});
+            "idle_steps": s.idle_steps, "steps": s.steps, "invalid_codes": s.invalid_codes, "seed": args.seed,
+            "tokenizer": tokenizer.kind(), "truncated": !args.no_truncate});
         lines.push_str(&format!("{line}\n"));
         if args.json {
             writeln!(stdout, "{line}")?;

@@ -38,6 +38,25 @@ impl Rope {
                 sin.extend(angles.iter().map(|a| a.sin() as f32));
             }
         }
+        Self::from_tables(seq_len, head_dim, cos, sin, device)
+    }
+
+    /// No rotation (cos 1, sin 0): [`rotary_attention`] is then plain multi-head attention,
+    /// for networks with learned absolute positions (the GPT-2 judge, `crate::gpt2`). Needs an
+    /// even `head_dim`, as every rotary table.
+    pub fn identity(seq_len: usize, head_dim: usize, device: &burn::tensor::Device) -> Self {
+        assert!(head_dim.is_multiple_of(2), "head_dim {head_dim} is odd");
+        let (cos, sin) = (vec![1.0; seq_len * head_dim], vec![0.0; seq_len * head_dim]);
+        Self::from_tables(seq_len, head_dim, cos, sin, device)
+    }
+
+    fn from_tables(
+        seq_len: usize,
+        head_dim: usize,
+        cos: Vec<f32>,
+        sin: Vec<f32>,
+        device: &burn::tensor::Device,
+    ) -> Self {
         let mk = |v: &Vec<f32>| {
             Tensor::from_data(TensorData::new(v.clone(), [seq_len, head_dim]), device)
         };

@@ -6,6 +6,7 @@ mod common;
 mod faults;
 mod fid;
 mod fused_unet;
+mod gpt2;
 mod image;
 mod import;
 mod model;
