@@ -420,11 +420,8 @@ pub fn plots(tokenizer: &str, runs: &[SweepRun], dir: &Path) -> Result<Vec<PathB
                 (first.ell as f64, e.elbo_ppl),
                 (last.ell as f64, e.elbo_ppl),
             ];
-            series.push(Series::new(
-                format!("{name}: AR (exact)"),
-                line,
-                [90, 90, 90],
-            ));
+            let dark = color.map(|c| c / 2);
+            series.push(Series::new(format!("{name}: AR (exact)"), line, dark));
         }
     }
     if !masked.is_empty() {
