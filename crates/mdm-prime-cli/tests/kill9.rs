@@ -22,12 +22,14 @@ const STEPS: u64 = 200;
 const CHECKPOINT_EVERY: u64 = 10;
 
 /// Exact-moment crash points (`MDM_PRIME_CRASH_AT`, see `mdm_prime_core::fsutil::crash_point`).
-const POINTS: [&str; 5] = [
+const POINTS: [&str; 6] = [
     "cache:written",
     "checkpoint:temps",
     "checkpoint:journal",
     "checkpoint:renaming",
     "checkpoint:renamed",
+    // After loss.png's temporary is written, before its rename (a random kill once left one).
+    "plot:temp",
 ];
 
 fn train(run: &Path, cache: &Path, resume: bool, crash_at: Option<&str>, log: &Path) -> Child {

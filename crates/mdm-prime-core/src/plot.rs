@@ -9,10 +9,8 @@
 //! reads it through `ab_glyph`, never through the system's font configuration.
 //! [`write_png`] renders and writes a PNG atomically (docs/decisions/0004-plotters.md).
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use image::codecs::png::PngEncoder;
@@ -305,46 +303,33 @@ fn tick_label(v: &f64) -> String {
     }
 }
 
-/// `<path>.tmp`, the file [`write_png`] writes before renaming.
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".tmp");
-    PathBuf::from(name)
-}
-
-/// Encodes `img` as PNG into a new file at `tmp`, flushed and synced; errors name `path`.
-fn write_tmp(tmp: &Path, path: &Path, img: &RgbImage) -> Result<()> {
-    let file = File::create(tmp).map_err(|e| Error::io(path, e))?;
-    let mut out = BufWriter::new(file);
-    PngEncoder::new(&mut out)
+/// `img` encoded as PNG; errors name `path`.
+fn encode_png(path: &Path, img: &RgbImage) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    PngEncoder::new(&mut bytes)
         .write_image(
             img.as_raw(),
             img.width(),
             img.height(),
             ExtendedColorType::Rgb8,
         )
-        .map_err(|e| match e {
-            image::ImageError::IoError(e) => Error::io(path, e),
-            other => Error::io(path, std::io::Error::other(other)),
-        })?;
-    let file = out
-        .into_inner()
-        .map_err(|e| Error::io(path, e.into_error()))?;
-    file.sync_all().map_err(|e| Error::io(path, e))
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+    Ok(bytes)
 }
 
-/// Renders the plot (see [`render`]) and writes it to `path` as a PNG, atomically: the image
-/// goes to `<path>.tmp` first, which is then renamed over `path`. On error nothing is left
-/// behind (no `.tmp`, and an existing `path` is untouched).
+/// Renders the plot (see [`render`]) and writes it to `path` as a PNG, atomically: a synced
+/// temporary `<name>.<pid>.<n>.tmp` ([`crate::fsutil::write_temp`]) renamed over
+/// `path` — the temporary name a run's recovery recognises and removes when a process is killed
+/// mid-write. On error nothing is left behind (an existing `path` is untouched).
 pub fn write_png(path: &Path, spec: &PlotSpec, series: &[Series]) -> Result<()> {
     let img = render(spec, series)?;
-    let tmp = tmp_path(path);
-    let result = write_tmp(&tmp, path, &img)
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
-    if result.is_err() {
+    let bytes = encode_png(path, &img)?;
+    let tmp = crate::fsutil::write_temp(path, &bytes).map_err(|e| Error::io(path, e))?;
+    crate::fsutil::crash_point("plot:temp");
+    std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        Error::io(path, e)
+    })
 }
 
 #[cfg(test)]
@@ -397,7 +382,17 @@ mod tests {
             .count()
     }
 
-    fn scratch_dir(name: &str) -> PathBuf {
+    /// No temporary (`*.tmp`) is left in `dir`.
+    fn no_temp_in(dir: &Path) -> bool {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .all(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+            })
+            .unwrap_or(true)
+    }
+
+    fn scratch_dir(name: &str) -> std::path::PathBuf {
         let dir =
             std::env::temp_dir().join(format!("mdm-prime-plot-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -584,7 +579,7 @@ mod tests {
         let img = image::open(&path).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (900, 560));
         assert!(count(&img, PALETTE[0]) > 1500, "decoded PNG is blank");
-        assert!(!tmp_path(&path).exists());
+        assert!(no_temp_in(&dir));
         // Overwriting works; a failed render leaves the old file untouched.
         write_png(
             &path,
@@ -598,7 +593,7 @@ mod tests {
         .unwrap();
         assert!(write_png(&path, &spec(), &[]).is_err());
         assert_eq!(image::open(&path).unwrap().width(), 400);
-        assert!(!tmp_path(&path).exists());
+        assert!(no_temp_in(&dir));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -609,7 +604,7 @@ mod tests {
         let err = write_png(&path, &spec(), &two_series()).unwrap_err();
         assert!(matches!(err, Error::Io { .. }), "{err}");
         assert!(err.to_string().contains("loss.png"), "{err}");
-        assert!(!path.exists() && !tmp_path(&path).exists());
+        assert!(!path.exists() && no_temp_in(&dir));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

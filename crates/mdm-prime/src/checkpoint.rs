@@ -9,7 +9,7 @@
 //!   optim.safetensors    AdamW moments `exp_avg/<path>`, `exp_avg_sq/<path>`; metadata `step`
 //!   state.json           step, tokens seen, elapsed time
 //!   metrics.jsonl        one JSON object per log / validation event
-//!   loss.png             the loss curve
+//!   loss.png             the loss curve (fid.png: the training-time FID, when `[train] fid_every` is set)
 //! ```
 //! Every file is written to a temporary beside it and renamed into place, so a crash never leaves
 //! half a file; a checkpoint's files are installed together through a journal
@@ -62,6 +62,7 @@ const RUN_FILES: &[&str] = &[
     "state.json",
     "metrics.jsonl",
     "loss.png",
+    "fid.png",
     JOURNAL,
 ];
 
