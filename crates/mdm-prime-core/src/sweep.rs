@@ -424,17 +424,32 @@ pub fn plots(tokenizer: &str, runs: &[SweepRun], dir: &Path) -> Result<Vec<PathB
             series.push(Series::new(format!("{name}: AR (exact)"), line, dark));
         }
     }
-    if !masked.is_empty() {
-        let path = dir.join(format!("sweep-{tokenizer}-perplexity.png"));
+    // One log-y plot `sweep-<tokenizer>-<what>.png`, when it has lines.
+    let mut plot = |what: &str, title: &str, x_label: &str, y_label: &str, lines: &[Series]| {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let path = dir.join(format!("sweep-{tokenizer}-{what}.png"));
         let spec = PlotSpec {
-            title: format!("{tokenizer}: perplexity against ell (lower is better)"),
-            x_label: "ell (sub-tokens per token)".into(),
-            y_label: "perplexity".into(),
+            title: format!("{tokenizer}: {title}"),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
             log_y: true,
             ..PlotSpec::default()
         };
-        write_png(&path, &spec, &series)?;
+        write_png(&path, &spec, lines)?;
         written.push(path);
+        Ok::<(), Error>(())
+    };
+    if !masked.is_empty() {
+        let (x, y) = ("ell (sub-tokens per token)", "perplexity");
+        plot(
+            "perplexity",
+            "perplexity against ell (lower is better)",
+            x,
+            y,
+            &series,
+        )?;
     }
     let lines: Vec<Series> = runs
         .iter()
@@ -454,18 +469,14 @@ pub fn plots(tokenizer: &str, runs: &[SweepRun], dir: &Path) -> Result<Vec<PathB
             })
         })
         .collect();
-    if !lines.is_empty() {
-        let path = dir.join(format!("sweep-{tokenizer}-genppl.png"));
-        let spec = PlotSpec {
-            title: format!("{tokenizer}: generative perplexity against sampling steps"),
-            x_label: "sampling steps T".into(),
-            y_label: "generative perplexity".into(),
-            log_y: true,
-            ..PlotSpec::default()
-        };
-        write_png(&path, &spec, &lines)?;
-        written.push(path);
-    }
+    let (x, y) = ("sampling steps T", "generative perplexity");
+    plot(
+        "genppl",
+        "generative perplexity against sampling steps",
+        x,
+        y,
+        &lines,
+    )?;
     Ok(written)
 }
 
