@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, TensorData};
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::grads::Gradients;
@@ -298,8 +299,9 @@ pub fn rotary_attention(qkv: Tensor<3>, heads: usize, rope: &Rope, causal: bool)
     .unwrap_or_else(|| rotary_attention_composed(qkv, heads, rope, causal))
 }
 
-/// [`rotary_attention`] from burn's differentiable primitives (the causal mask as a
-/// `mask_fill(−∞)` above the diagonal of the scores).
+/// [`rotary_attention`] from burn's differentiable primitives: the rotation as tensor ops, then
+/// burn's own attention op (`is_causal` for the autoregressive baseline) — an implementation
+/// independent of ours, so it serves as the oracle on flex and as the path on every other device.
 pub fn rotary_attention_composed(
     qkv: Tensor<3>,
     heads: usize,
@@ -327,22 +329,15 @@ pub fn rotary_attention_composed(
     let q = rotate(part(0));
     let k = rotate(part(1));
     let v = part(2);
-    let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
-    let scores = if causal {
-        let future: Vec<bool> = (0..l * l).map(|k| k % l > k / l).collect();
-        let future = Tensor::<2, burn::tensor::Bool>::from_data(
-            TensorData::new(future, [l, l]),
-            &scores.device(),
-        );
-        scores.mask_fill(
-            future.reshape([1, 1, l, l]).expand([b, h, l, l]),
-            f32::NEG_INFINITY,
-        )
-    } else {
-        scores
+    // burn's attention op: on CUDA / wgpu outside autodiff (sampling, evaluation) it runs
+    // cubecl's tiled flash-attention kernels, so no `L × L` scores are held there either; under
+    // autodiff burn 0.22 composes it from matmul + softmax (docs/burn-0.22-notes.md).
+    let options = AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal: causal,
     };
-    burn::tensor::activation::softmax(scores, 3)
-        .matmul(v)
+    burn::tensor::module::attention(q, k, v, None, None, options)
         .swap_dims(1, 2)
         .reshape([b, l, h * hd])
 }
