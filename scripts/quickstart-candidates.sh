@@ -40,7 +40,9 @@ for c in "${candidates[@]}"; do
     t0=$(date +%s.%N)
     # The preset as it stood before the choice, written out so later edits to cpu.toml do not
     # change what this script measures.
-    "$bin" train --config scripts/quickstart-base.toml --run-dir "$dir" --quiet --seed 1 \
+    # /usr/bin/time -v (when installed) adds peak RSS and CPU time to the log's end.
+    timer=(); [ -x /usr/bin/time ] && timer=(/usr/bin/time -v)
+    "${timer[@]}" "$bin" train --config scripts/quickstart-base.toml --run-dir "$dir" --quiet --seed 1 \
       "${overrides[@]}" > "$dir.train.log" 2>&1 || { tail -20 "$dir.train.log" >&2; exit 1; }
     t1=$(date +%s.%N)
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "{\"train_wall_s\": %.1f}\n", b - a }' > "$dir/train.json"
