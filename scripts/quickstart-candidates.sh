@@ -27,8 +27,8 @@ candidates=(
   "ell1-constant-480|--set prime.ell=1 --set train.lr_schedule=constant"
   "ell1-constant-1500|--set prime.ell=1 --set train.lr_schedule=constant --steps 1500"
   "ell2-constant-1500|--set train.lr_schedule=constant --steps 1500"
-  "ell1-cosine-1500|--set prime.ell=1 --steps 1500"
-  "ell1-constant-1500-nodrop|--set prime.ell=1 --set train.lr_schedule=constant --steps 1500 --set model.dropout=0"
+  "ell2-cosine-1500|--steps 1500"
+  "ell2-constant-1500-nodrop|--set train.lr_schedule=constant --steps 1500 --set model.dropout=0"
   "gpt2-ell1-constant-450|--set data.tokenizer=gpt2 --set prime.ell=1 --set train.lr_schedule=constant --steps 450"
 )
 
