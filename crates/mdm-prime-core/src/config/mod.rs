@@ -685,8 +685,12 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
             match sec {
                 toml::Value::Table(t) => {
                     if TAGGED.iter().any(|(s, _)| s == section) && *key == "kind" {
-                        // Another kind has other parameters: start its section afresh.
-                        t.clear();
+                        // Another kind has other parameters: keep the keys the new kind also
+                        // has (the DiT and the autoregressive trunk share all of theirs) and
+                        // drop the rest, so that `model.kind=ar` over a DiT preset keeps its
+                        // sizes while `model.kind=unet` does not inherit them.
+                        let keep = kind_keys(section, &value);
+                        t.retain(|k, _| keep.iter().any(|kk| kk == k));
                     }
                     t.insert(key.to_string(), value);
                 }
@@ -701,6 +705,27 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The keys (besides `kind`) that `kind` of the tagged section `section` accepts, read from its
+/// defaults; empty for a kind that does not exist (deserialisation then names it).
+fn kind_keys(section: &str, kind: &toml::Value) -> Vec<String> {
+    let mut only_kind = toml::Table::new();
+    only_kind.insert("kind".into(), kind.clone());
+    let only_kind = toml::Value::Table(only_kind);
+    let defaults = match section {
+        "model" => ModelConfig::deserialize(only_kind)
+            .ok()
+            .and_then(|m| toml::Value::try_from(m).ok()),
+        "schedule" => Schedule::deserialize(only_kind)
+            .ok()
+            .and_then(|s| toml::Value::try_from(s).ok()),
+        _ => None,
+    };
+    match defaults {
+        Some(toml::Value::Table(t)) => t.keys().filter(|k| *k != "kind").cloned().collect(),
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -757,6 +782,31 @@ mod tests {
         let preset = "[schedule]\nkind = \"loglinear\"\neps = 1e-3\n";
         let cfg = RunConfig::from_toml_str(preset, "t", &[o("schedule.kind=polynomial")]).unwrap();
         assert_eq!(cfg.schedule, Schedule::Polynomial { n: 3.0 });
+    }
+
+    #[test]
+    fn switching_the_model_kind_keeps_the_keys_both_kinds_have() {
+        // The ℓ sweep sets model.kind on a D = 192 preset; the sizes must survive the switch
+        // (they once fell back to the defaults, D = 256).
+        let o = |s: &str| s.to_string();
+        let preset = "[prime]\nell = 1\n[model]\nd_model = 192\nn_layers = 3\ndropout = 0.0\n";
+        for kind in ["dit", "ar"] {
+            let cfg =
+                RunConfig::from_toml_str(preset, "t", &[o(&format!("model.kind={kind}"))]).unwrap();
+            assert_eq!(cfg.model.kind(), kind);
+            let trunk = cfg.model.dit_trunk().unwrap();
+            assert_eq!(
+                (trunk.d_model, trunk.n_layers, trunk.dropout),
+                (192, 3, 0.0)
+            );
+        }
+        // A U-Net has none of the DiT's keys: they are dropped, not reported as unknown.
+        let text = "[data]\nkind = \"image\"\nsource = \"x\"\n[model]\nd_model = 192\n";
+        let cfg = RunConfig::from_toml_str(text, "t", &[o("model.kind=unet")]).unwrap();
+        assert_eq!(cfg.model, ModelConfig::Unet(UnetConfig::default()));
+        // A kind that does not exist is still named.
+        let err = RunConfig::from_toml_str(preset, "t", &[o("model.kind=rnn")]).unwrap_err();
+        assert!(err.to_string().contains("rnn"), "{err}");
     }
 
     #[test]
