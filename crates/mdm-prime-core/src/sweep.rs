@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::plot::{PALETTE, PlotSpec, Series, write_png};
+use crate::plot::{LEGEND_COLUMN, PALETTE, PlotSpec, Series, write_png};
 
 /// One set of `eval --json` (the keys the report uses).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -424,7 +424,9 @@ pub fn plots(tokenizer: &str, runs: &[SweepRun], dir: &Path) -> Result<Vec<PathB
             series.push(Series::new(format!("{name}: AR (exact)"), line, dark));
         }
     }
-    // One log-y plot `sweep-<tokenizer>-<what>.png`, when it has lines.
+    // One plot `sweep-<tokenizer>-<what>.png`, when it has lines. The y axis is linear (the
+    // error bars of the valid bound stay visible) unless the values span more than a decade
+    // (GPT-2 tokens: validation and zero-shot perplexities hundreds of times apart).
     let mut plot = |what: &str, title: &str, x_label: &str, y_label: &str, lines: &[Series]| {
         if lines.is_empty() {
             return Ok(());
@@ -434,7 +436,9 @@ pub fn plots(tokenizer: &str, runs: &[SweepRun], dir: &Path) -> Result<Vec<PathB
             title: format!("{tokenizer}: {title}"),
             x_label: x_label.into(),
             y_label: y_label.into(),
-            log_y: true,
+            log_y: spans_a_decade(lines),
+            legend_beside: true,
+            width: 900 + LEGEND_COLUMN,
             ..PlotSpec::default()
         };
         write_png(&path, &spec, lines)?;
@@ -478,6 +482,18 @@ pub fn plots(tokenizer: &str, runs: &[SweepRun], dir: &Path) -> Result<Vec<PathB
         &lines,
     )?;
     Ok(written)
+}
+
+/// Whether the positive, finite y values of `lines` span more than a factor of 10.
+fn spans_a_decade(lines: &[Series]) -> bool {
+    let ys = lines
+        .iter()
+        .flat_map(|s| s.points.iter().map(|&(_, y)| y))
+        .filter(|y| y.is_finite() && *y > 0.0);
+    let (lo, hi) = ys.fold((f64::INFINITY, 0.0f64), |(lo, hi), y| {
+        (lo.min(y), hi.max(y))
+    });
+    hi > 10.0 * lo
 }
 
 #[cfg(test)]
@@ -596,6 +612,31 @@ mod tests {
         let err = load(&root).unwrap_err().to_string();
         assert!(err.contains("no trained run of a sweep"), "{err}");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_y_axis_is_logarithmic_only_beyond_a_decade() {
+        let line = |ys: &[f64]| {
+            let pts = ys.iter().enumerate().map(|(i, &y)| (i as f64, y)).collect();
+            Series::new("", pts, [0, 0, 0])
+        };
+        // Bytes: 6 to 17, one decade is not spanned.
+        assert!(!spans_a_decade(&[line(&[6.08, 12.2]), line(&[13.3, 16.8])]));
+        // Exactly 10× is still linear; just over is logarithmic.
+        assert!(!spans_a_decade(&[line(&[2.0, 20.0])]));
+        assert!(spans_a_decade(&[line(&[2.0]), line(&[20.001])]));
+        // GPT-2 tokens: 88 in-domain against 24,222 zero-shot; non-finite and y ≤ 0 ignored.
+        assert!(spans_a_decade(&[
+            line(&[88.4, f64::NAN]),
+            line(&[24222.0, 0.0])
+        ]));
+        assert!(!spans_a_decade(&[line(&[
+            5.0,
+            f64::INFINITY,
+            -1.0,
+            0.0,
+            7.0
+        ])]));
     }
 
     #[test]
