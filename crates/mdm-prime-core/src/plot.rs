@@ -66,7 +66,9 @@ pub struct PlotSpec {
     /// A log10 y axis; points with y ≤ 0 are then skipped.
     pub log_y: bool,
     /// Put the legend in a column of [`LEGEND_COLUMN`] px right of the plot instead of over its
-    /// upper right corner (for plots with many series, whose lines the legend would hide).
+    /// upper right corner (for plots with many series, whose lines the legend would hide); names
+    /// too long for the column are shortened with "…". Ignored (the legend goes inside) when the
+    /// image is narrower than three columns or too short for one row per named series.
     pub legend_beside: bool,
     /// Image width in pixels (the legend column included).
     pub width: u32,
@@ -94,8 +96,11 @@ impl Default for PlotSpec {
 const MIN_SIDE: (u32, u32) = (240, 160);
 /// The largest width or height [`render`] accepts.
 const MAX_SIDE: u32 = 16_384;
-/// The width of the legend column of [`PlotSpec::legend_beside`] (at most a third of the image).
+/// The width of the legend column of [`PlotSpec::legend_beside`].
 pub const LEGEND_COLUMN: u32 = 260;
+/// Where the column's first entry sits, and the distance between entries, in pixels.
+const LEGEND_TOP: u32 = 64;
+const LEGEND_ROW: u32 = 22;
 
 /// The embedded font: DejaVu Sans 2.37 (Debian `fonts-dejavu-core`), subset by
 /// `scripts/subset-font.sh`; Bitstream Vera licence in `assets/fonts/DejaVuSans-LICENSE.txt`.
@@ -211,9 +216,10 @@ pub fn render(spec: &PlotSpec, series: &[Series]) -> Result<RgbImage> {
     let (data, x_range, y_range) = drawable(spec, series)?;
     let font = font()?;
     let mut buf = vec![255u8; w as usize * h as usize * 3];
-    let named = series.iter().any(|s| !s.name.is_empty());
-    let column = if spec.legend_beside && named {
-        LEGEND_COLUMN.min(w / 3)
+    let named = series.iter().filter(|s| !s.name.is_empty()).count() as u32;
+    let fits = 3 * LEGEND_COLUMN <= w && LEGEND_TOP + LEGEND_ROW * named <= h;
+    let column = if spec.legend_beside && named > 0 && fits {
+        LEGEND_COLUMN
     } else {
         0
     };
@@ -254,13 +260,23 @@ fn legend_column<DB: DrawingBackend>(
     font: &str,
 ) -> Result<()> {
     let style = (font, 15).into_font().color(&INK);
+    let room = area.dim_in_pixel().0.saturating_sub(36 + 4);
     let named = series.iter().filter(|s| !s.name.is_empty());
     for (k, s) in named.enumerate() {
-        let y = 64 + 22 * k as i32;
+        let y = (LEGEND_TOP + LEGEND_ROW * k as u32) as i32;
         let color = RGBColor(s.color[0], s.color[1], s.color[2]);
         area.draw(&Rectangle::new([(6, y - 4), (28, y + 4)], color.filled()))
             .map_err(drawing)?;
-        area.draw(&Text::new(s.name.as_str(), (36, y - 9), style.clone()))
+        let mut name = s.name.clone();
+        while area.estimate_text_size(&name, &style).map_err(drawing)?.0 > room {
+            // Shorten by one character before the ellipsis.
+            let mut chars: Vec<char> = name.trim_end_matches('…').chars().collect();
+            if chars.pop().is_none() {
+                break;
+            }
+            name = chars.into_iter().chain(['…']).collect();
+        }
+        area.draw(&Text::new(name, (36, y - 9), style.clone()))
             .map_err(drawing)?;
     }
     Ok(())
@@ -529,6 +545,22 @@ mod tests {
             right > 1000,
             "{right} drawn pixels where the column would be"
         );
+        // A name longer than the column is shortened: nothing is drawn in the last 4 px.
+        let mut long = two_series();
+        long[0].name = "a legend entry far too long for a column of two hundred and sixty".into();
+        let img = render(&beside, &long).unwrap();
+        let edge = img
+            .enumerate_pixels()
+            .filter(|&(x, _, p)| x >= 900 + LEGEND_COLUMN - 4 && p.0 != [255; 3])
+            .count();
+        assert_eq!(edge, 0);
+        // Too narrow for a column: the legend goes inside, in its box.
+        let narrow = PlotSpec {
+            width: 3 * LEGEND_COLUMN - 1,
+            ..beside.clone()
+        };
+        let img = render(&narrow, &two_series()).unwrap();
+        assert!(count(&img, border) > 100);
     }
 
     #[test]

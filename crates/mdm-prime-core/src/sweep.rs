@@ -484,10 +484,12 @@ pub fn plots(tokenizer: &str, runs: &[SweepRun], dir: &Path) -> Result<Vec<PathB
     Ok(written)
 }
 
-/// Whether the positive, finite y values of `lines` span more than a factor of 10.
+/// Whether the positive, finite y values of the named `lines` span more than a factor of 10
+/// (unnamed lines, the error bars, do not count: one wide bar must not make the axis log).
 fn spans_a_decade(lines: &[Series]) -> bool {
     let ys = lines
         .iter()
+        .filter(|s| !s.name.is_empty())
         .flat_map(|s| s.points.iter().map(|&(_, y)| y))
         .filter(|y| y.is_finite() && *y > 0.0);
     let (lo, hi) = ys.fold((f64::INFINITY, 0.0f64), |(lo, hi), y| {
@@ -618,7 +620,7 @@ mod tests {
     fn the_y_axis_is_logarithmic_only_beyond_a_decade() {
         let line = |ys: &[f64]| {
             let pts = ys.iter().enumerate().map(|(i, &y)| (i as f64, y)).collect();
-            Series::new("", pts, [0, 0, 0])
+            Series::new("a line", pts, [0, 0, 0])
         };
         // Bytes: 6 to 17, one decade is not spanned.
         assert!(!spans_a_decade(&[line(&[6.08, 12.2]), line(&[13.3, 16.8])]));
@@ -637,6 +639,10 @@ mod tests {
             0.0,
             7.0
         ])]));
+        // An error bar (an unnamed line) reaching down to 0.5 does not count.
+        let mut bar = line(&[0.5, 9.5]);
+        bar.name.clear();
+        assert!(!spans_a_decade(&[line(&[5.0, 7.0]), bar]));
     }
 
     #[test]

@@ -380,6 +380,10 @@ const SECTIONS: [&str; 7] = [
 /// Sections that are enums tagged by `kind`, with the kind a section without one has.
 const TAGGED: [(&str, &str); 2] = [("schedule", "loglinear"), ("model", "dit")];
 
+/// Kinds of one tagged section that have the same keys with the same meaning (the
+/// autoregressive baseline is the DiT trunk): switching between them keeps every key.
+const KIND_FAMILIES: [(&str, &[&str]); 1] = [("model", &["dit", "ar"])];
+
 impl RunConfig {
     /// Parses TOML text (a preset or a run's `config.toml`), applies `overrides`
     /// (`section.key=value`) and validates.
@@ -394,7 +398,13 @@ impl RunConfig {
                     .or_insert_with(|| toml::Value::String(kind.into()));
             }
         }
-        for o in overrides {
+        // A kind switch first, so that the section's other overrides, wherever they stand on
+        // the command line, apply to the new kind (and a key it lacks is an error naming it).
+        let (kinds, rest): (Vec<&String>, Vec<&String>) = overrides.iter().partition(|o| {
+            o.split_once('=')
+                .is_some_and(|(k, _)| is_kind_key(k.trim()))
+        });
+        for o in kinds.into_iter().chain(rest) {
             apply_override(&mut table, o)?;
         }
         let cfg: RunConfig = RunConfig::deserialize(toml::Value::Table(table))
@@ -684,13 +694,15 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
             });
             match sec {
                 toml::Value::Table(t) => {
-                    if TAGGED.iter().any(|(s, _)| s == section) && *key == "kind" {
-                        // Another kind has other parameters: keep the keys the new kind also
-                        // has (the DiT and the autoregressive trunk share all of theirs) and
-                        // drop the rest, so that `model.kind=ar` over a DiT preset keeps its
-                        // sizes while `model.kind=unet` does not inherit them.
-                        let keep = kind_keys(section, &value);
-                        t.retain(|k, _| keep.iter().any(|kk| kk == k));
+                    if is_kind_key(path)
+                        && let Some(old) = t.get("kind").cloned()
+                        && !same_family(section, &old, &value)
+                    {
+                        // Another kind has other parameters: drop the old kind's keys (a
+                        // `[model]` of the DiT does not configure a U-Net). Keys the old kind
+                        // does not know stay, so a misspelt key is still an error naming it.
+                        let drop = kind_keys(section, &old);
+                        t.retain(|k, _| !drop.iter().any(|d| d == k));
                     }
                     t.insert(key.to_string(), value);
                 }
@@ -707,20 +719,39 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
     Ok(())
 }
 
-/// The keys (besides `kind`) that `kind` of the tagged section `section` accepts, read from its
-/// defaults; empty for a kind that does not exist (deserialisation then names it).
+/// Whether `path` (`section.key`) sets the kind of a tagged section.
+fn is_kind_key(path: &str) -> bool {
+    path.split_once('.')
+        .is_some_and(|(section, key)| key == "kind" && TAGGED.iter().any(|(s, _)| *s == section))
+}
+
+/// Whether kinds `a` and `b` of `section` are one kind or of one [`KIND_FAMILIES`] entry.
+fn same_family(section: &str, a: &toml::Value, b: &toml::Value) -> bool {
+    a == b
+        || KIND_FAMILIES.iter().any(|(s, kinds)| {
+            *s == section
+                && [a, b]
+                    .iter()
+                    .all(|v| v.as_str().is_some_and(|k| kinds.contains(&k)))
+        })
+}
+
+/// The keys (besides `kind`) that `kind` of the tagged section `section` has, read from its
+/// defaults serialised (every field of the tagged sections is always written); empty for a kind
+/// that does not exist (deserialisation then names it).
 fn kind_keys(section: &str, kind: &toml::Value) -> Vec<String> {
+    fn defaults<T: serde::de::DeserializeOwned + Serialize>(v: toml::Value) -> Option<toml::Value> {
+        T::deserialize(v)
+            .ok()
+            .and_then(|d| toml::Value::try_from(d).ok())
+    }
     let mut only_kind = toml::Table::new();
     only_kind.insert("kind".into(), kind.clone());
     let only_kind = toml::Value::Table(only_kind);
     let defaults = match section {
-        "model" => ModelConfig::deserialize(only_kind)
-            .ok()
-            .and_then(|m| toml::Value::try_from(m).ok()),
-        "schedule" => Schedule::deserialize(only_kind)
-            .ok()
-            .and_then(|s| toml::Value::try_from(s).ok()),
-        _ => None,
+        "model" => defaults::<ModelConfig>(only_kind),
+        "schedule" => defaults::<Schedule>(only_kind),
+        other => unreachable!("{other} is not in TAGGED"),
     };
     match defaults {
         Some(toml::Value::Table(t)) => t.keys().filter(|k| *k != "kind").cloned().collect(),
@@ -800,10 +831,30 @@ mod tests {
                 (192, 3, 0.0)
             );
         }
-        // A U-Net has none of the DiT's keys: they are dropped, not reported as unknown.
-        let text = "[data]\nkind = \"image\"\nsource = \"x\"\n[model]\nd_model = 192\n";
+        // To a U-Net the DiT's keys are dropped — `dropout` too, which the U-Net also has but
+        // with another meaning and default (0.4) — not reported as unknown.
+        let text =
+            "[data]\nkind = \"image\"\nsource = \"x\"\n[model]\nd_model = 192\ndropout = 0.0\n";
         let cfg = RunConfig::from_toml_str(text, "t", &[o("model.kind=unet")]).unwrap();
         assert_eq!(cfg.model, ModelConfig::Unet(UnetConfig::default()));
+        // A key the old kind does not know stays, so a typo is still named.
+        let typo = "[prime]\nell = 1\n[model]\nd_modle = 64\n";
+        for kind in ["dit", "ar", "unet"] {
+            let err = RunConfig::from_toml_str(typo, "t", &[o(&format!("model.kind={kind}"))])
+                .unwrap_err();
+            assert!(err.to_string().contains("d_modle"), "{kind}: {err}");
+        }
+        // The kind applies first wherever it stands: a key typed before it is not dropped.
+        let o2 = [o("model.d_model=64"), o("model.kind=ar")];
+        let cfg = RunConfig::from_toml_str(preset, "t", &o2).unwrap();
+        assert_eq!(cfg.model.dit_trunk().unwrap().d_model, 64);
+        let o2 = [o("model.d_model=64"), o("model.kind=unet")];
+        let err = RunConfig::from_toml_str(text, "t", &o2).unwrap_err();
+        assert!(err.to_string().contains("d_model"), "{err}");
+        // Setting a schedule's own kind again keeps its parameters (ε = 0 is the linear case).
+        let linear = "[schedule]\nkind = \"loglinear\"\neps = 0.0\n";
+        let cfg = RunConfig::from_toml_str(linear, "t", &[o("schedule.kind=loglinear")]).unwrap();
+        assert_eq!(cfg.schedule, Schedule::Loglinear { eps: 0.0 });
         // A kind that does not exist is still named.
         let err = RunConfig::from_toml_str(preset, "t", &[o("model.kind=rnn")]).unwrap_err();
         assert!(err.to_string().contains("rnn"), "{err}");

@@ -1,5 +1,7 @@
 //! `[model]`: which denoiser, and its sizes. The choice is an enum tagged by `kind`; each variant
-//! has its own keys, and a key of another variant is an unknown-key error naming it.
+//! has its own keys, and a key of another variant is an unknown-key error naming it. (A
+//! `--set model.kind=…` override drops the old kind's keys, except between `dit` and `ar`, which
+//! share theirs; see `config::apply_override`.)
 //!
 //! ```toml
 //! [model]
