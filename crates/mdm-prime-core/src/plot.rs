@@ -253,6 +253,11 @@ pub fn render(spec: &PlotSpec, series: &[Series]) -> Result<RgbImage> {
     Ok(RgbImage::from_raw(w, h, buf).expect("the buffer holds w·h RGB pixels"))
 }
 
+/// A series' legend swatch: 22 × 8 px of its color, left edge `x`, centred on `y`.
+fn swatch(x: i32, y: i32, color: RGBColor) -> Rectangle<(i32, i32)> {
+    Rectangle::new([(x, y - 4), (x + 22, y + 4)], color.filled())
+}
+
 /// One swatch and name per named series, top to bottom, in the column right of the plot.
 fn legend_column<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
@@ -265,16 +270,15 @@ fn legend_column<DB: DrawingBackend>(
     for (k, s) in named.enumerate() {
         let y = (LEGEND_TOP + LEGEND_ROW * k as u32) as i32;
         let color = RGBColor(s.color[0], s.color[1], s.color[2]);
-        area.draw(&Rectangle::new([(6, y - 4), (28, y + 4)], color.filled()))
-            .map_err(drawing)?;
+        area.draw(&swatch(6, y, color)).map_err(drawing)?;
+        // The longest prefix that fits, with "…" when it is not the whole name.
+        let chars: Vec<char> = s.name.chars().collect();
         let mut name = s.name.clone();
-        while area.estimate_text_size(&name, &style).map_err(drawing)?.0 > room {
-            // Shorten by one character before the ellipsis.
-            let mut chars: Vec<char> = name.trim_end_matches('…').chars().collect();
-            if chars.pop().is_none() {
+        for keep in (0..chars.len()).rev() {
+            if area.estimate_text_size(&name, &style).map_err(drawing)?.0 <= room {
                 break;
             }
-            name = chars.into_iter().chain(['…']).collect();
+            name = chars[..keep].iter().chain(&['…']).collect();
         }
         area.draw(&Text::new(name, (36, y - 9), style.clone()))
             .map_err(drawing)?;
@@ -321,9 +325,9 @@ where
             .map_err(drawing)?;
         if legend_inside && !s.name.is_empty() {
             named = true;
-            drawn.label(s.name.as_str()).legend(move |(x, y)| {
-                Rectangle::new([(x, y - 4), (x + 22, y + 4)], color.filled())
-            });
+            drawn
+                .label(s.name.as_str())
+                .legend(move |(x, y)| swatch(x, y, color));
         }
     }
     if named {

@@ -748,12 +748,12 @@ fn kind_keys(section: &str, kind: &toml::Value) -> Vec<String> {
     let mut only_kind = toml::Table::new();
     only_kind.insert("kind".into(), kind.clone());
     let only_kind = toml::Value::Table(only_kind);
-    let defaults = match section {
+    let table = match section {
         "model" => defaults::<ModelConfig>(only_kind),
         "schedule" => defaults::<Schedule>(only_kind),
         other => unreachable!("{other} is not in TAGGED"),
     };
-    match defaults {
+    match table {
         Some(toml::Value::Table(t)) => t.keys().filter(|k| *k != "kind").cloned().collect(),
         _ => Vec::new(),
     }
