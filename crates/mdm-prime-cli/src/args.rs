@@ -390,6 +390,10 @@ pub struct BenchArgs {
     /// of a training step is then against the measured bf16 GEMM peak).
     #[arg(long, default_value = "f32", value_name = "f32|bf16")]
     pub precision: String,
+    /// `[train] objective` of every config, replacing its own: paper, elbo (the valid bound as
+    /// the training loss) or cross_entropy.
+    #[arg(long, value_name = "paper|elbo|cross_entropy")]
+    pub objective: Option<String>,
 }
 
 #[derive(Debug, Args)]

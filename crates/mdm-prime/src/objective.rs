@@ -20,7 +20,7 @@ use mdm_prime_core::Objective;
 use crate::batch::NoisedBatch;
 pub use crate::batch::loss_weights;
 use crate::model::Denoiser;
-use crate::ops::{Allowed, filtered_nll};
+use crate::ops::{Allowed, DigitTargets, digit_nll, filtered_nll};
 use crate::subtoken::PrimeTables;
 
 /// Weighted nats per token under `objective`.
@@ -142,46 +142,40 @@ pub fn masked_batch_loss<M: Denoiser>(
         _ => batch.weight.clone().select(0, seq),
     };
     let logits = model.head_logits(h);
-    if objective != Objective::Elbo {
-        // Filter, log-softmax and gather fused (`ops::filtered_nll`, tested equal to the
-        // composed `log_probs` + `token_terms` in value and gradient).
-        let v = tables.codec().vocab_size() as usize;
-        let rows: Vec<u32> = batch
-            .masked_positions
-            .iter()
-            .flat_map(|&k| batch.yt_host[k * ell..(k + 1) * ell].iter().copied())
-            .collect();
-        let allowed = if carry_over {
-            tables.digit_filter(rows)
-        } else {
-            Allowed::All
+    // The filter, log-softmax and the objective's terms fused: `ops::filtered_nll` for the
+    // token objectives, `ops::digit_nll` for the ELBO (each tested equal to the composed
+    // `log_probs` + `token_terms` in value and gradient).
+    let v = tables.codec().vocab_size() as usize;
+    let rows: Vec<u32> = batch
+        .masked_positions
+        .iter()
+        .flat_map(|&k| batch.yt_host[k * ell..(k + 1) * ell].iter().copied())
+        .collect();
+    let targets: Vec<u32> = batch
+        .masked_positions
+        .iter()
+        .map(|&k| batch.x0_host[k])
+        .collect();
+    let logits = logits.reshape([n, v]);
+    let mask = tables.codec().mask_id();
+    let masked: Vec<bool> = rows.iter().map(|&y| y == mask).collect();
+    let allowed = match carry_over {
+        true => tables.digit_filter(rows),
+        false => Allowed::All,
+    };
+    let nll = if objective == Objective::Elbo {
+        let _span = crate::profile::span("filter+log_softmax+digit marginals (fused)");
+        let digits = DigitTargets {
+            columns: tables.digit_columns(),
+            targets,
+            masked,
         };
-        let targets: Vec<u32> = batch
-            .masked_positions
-            .iter()
-            .map(|&k| batch.x0_host[k])
-            .collect();
+        digit_nll(logits, allowed, Arc::new(digits))
+    } else {
         let _span = crate::profile::span("filter+log_softmax+loss (fused)");
-        let nll = filtered_nll(logits.reshape([n, v]), allowed, Arc::new(targets));
-        return (nll * weight).sum().div_scalar((b * l) as f64);
-    }
-    // The ELBO needs the noised digits and clean tokens of the selected rows as tensors.
-    let yt = batch
-        .yt
-        .clone()
-        .reshape([b * l, ell])
-        .select(0, idx.clone())
-        .reshape([n, 1, ell]);
-    let x0 = batch
-        .x0
-        .clone()
-        .reshape([b * l])
-        .select(0, idx)
-        .reshape([n, 1]);
-    let lp = tables.log_probs(logits, yt.clone(), carry_over);
-    token_terms(objective, tables, lp, yt, x0, weight)
-        .sum()
-        .div_scalar((b * l) as f64)
+        filtered_nll(logits, allowed, Arc::new(targets))
+    };
+    (nll * weight).sum().div_scalar((b * l) as f64)
 }
 
 #[cfg(test)]

@@ -53,6 +53,11 @@ impl PrimeTables {
         }))
     }
 
+    /// The digit table on the host, `columns[j][x]` = digit j of token x (the fused kernels').
+    pub fn digit_columns(&self) -> Arc<Vec<Vec<u32>>> {
+        self.columns.clone()
+    }
+
     /// The scalar codec these tables were built from.
     pub fn codec(&self) -> &Codec {
         &self.codec

@@ -12,6 +12,7 @@ use mdm_prime::checkpoint::RunDir;
 use mdm_prime::eval::mean_stderr;
 use mdm_prime::sampler::{CacheMode, Template, sample};
 use mdm_prime::train::Trainer;
+use mdm_prime_core::Objective;
 use mdm_prime_core::config::{Precision, RunConfig};
 use mdm_prime_core::data::Dataset;
 use mdm_prime_core::device::Accelerator;
@@ -269,6 +270,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "bf16" => Precision::Bf16,
         other => bail!("--precision {other}: use f32 or bf16"),
     };
+    let objective = match args.objective.as_deref() {
+        None => None,
+        Some("paper") => Some(Objective::Paper),
+        Some("elbo") => Some(Objective::Elbo),
+        Some("cross_entropy") => Some(Objective::CrossEntropy),
+        Some(other) => bail!("--objective {other}: use paper, elbo or cross_entropy"),
+    };
     let spec = mdm_prime::device::parse(&args.device)?;
     let device = mdm_prime::device::open_one(&spec, "bench")?;
     let gpu = spec.accelerator != Accelerator::Cpu;
@@ -279,6 +287,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let mut cfg = bench_config(name)?;
         cfg.train.precision = precision;
         cfg.train.device = args.device.clone();
+        if let Some(objective) = objective {
+            cfg.train.objective = objective;
+        }
         // Checked as any config is (bf16 is refused for the U-Net, the device must parse).
         cfg.validate()?;
         let codec = cfg.codec()?;
@@ -392,6 +403,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "impl": format!("rust-burn-{backend}"), "device": args.device,
                 "config": name, "workload": workload,
                 "precision": cfg.train.precision, "matmul_precision": matmuls,
+                "objective": cfg.train.objective,
                 "batch": b, "seq_len": l, "grad_accum": cfg.train.grad_accum,
                 "warmup": args.warmup, "repeats": args.repeats, "threads": threads,
                 "median_ms": median, "min_ms": min, "max_ms": max,

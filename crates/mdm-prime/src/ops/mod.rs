@@ -8,15 +8,18 @@
 //! (values and gradients to 1e-5 relative, `tests/it/ops.rs`) and its fallback on any tensor that
 //! is not on the flex backend.
 //!
-//! One file per op: `gelu`, `nll` (filtered NLL and log-softmax), `dropout`, `attention` (rotary
-//! self-attention, tiled in `flash`), `norm` (LayerNorm + adaLN modulation), `conv` (2-D "same" convolution as
-//! im2col + GEMM), `conv_relu` (inference convolution + bias + ReLU, any stride and padding, for
-//! the FID Inception: forward only), `group_norm` (GroupNorm + affine + optional SiLU), `pool` (inference max and average pooling); this file holds what they share (the
-//! vectorised `exp`, SIMD dispatch, flex primitives, recording an op).
+//! One file per op: `gelu`, `nll` (filtered NLL and log-softmax), `digit_nll` (the valid bound's
+//! digit terms), `dropout`, `attention` (rotary self-attention, tiled in `flash`), `norm`
+//! (LayerNorm + adaLN modulation), `conv` (2-D "same" convolution as im2col + GEMM), `conv_relu`
+//! (inference convolution + bias + ReLU, any stride and padding, for the FID Inception: forward
+//! only), `group_norm` (GroupNorm + affine + optional SiLU), `pool` (inference max and average
+//! pooling); this file holds what they share (the vectorised `exp`, SIMD dispatch, flex
+//! primitives, recording an op).
 
 mod attention;
 mod conv;
 mod conv_relu;
+mod digit_nll;
 mod dropout;
 mod flash;
 mod gelu;
@@ -30,6 +33,7 @@ pub use conv::{
     conv2d_module, conv2d_module_nhwc, conv2d_same, conv2d_same_composed, conv2d_same_nhwc,
 };
 pub use conv_relu::{Stride, conv2d_relu, conv2d_relu_composed};
+pub use digit_nll::{DigitTargets, digit_nll, digit_nll_composed};
 pub use dropout::dropout;
 pub use gelu::{gelu_tanh, gelu_tanh_composed};
 pub use group_norm::{GN_EPS, group_norm_silu, group_norm_silu_composed};

@@ -39,7 +39,7 @@ pub struct DigitFilter {
 }
 
 /// One row's filter.
-enum RowFilter<'a> {
+pub(super) enum RowFilter<'a> {
     All,
     Mask(&'a [bool]),
     /// `(digit column, revealed value)` for each revealed slot (at least one).
@@ -48,7 +48,7 @@ enum RowFilter<'a> {
 
 impl Allowed {
     /// The filter of row `r` (of V classes).
-    fn row(&self, r: usize, v: usize) -> RowFilter<'_> {
+    pub(super) fn row(&self, r: usize, v: usize) -> RowFilter<'_> {
         match self {
             Allowed::All => RowFilter::All,
             Allowed::Mask(a) => RowFilter::Mask(&a[r * v..(r + 1) * v]),
@@ -75,7 +75,7 @@ impl Allowed {
     }
 
     /// Panics unless the filter describes `n` rows of `v` classes.
-    fn check(&self, n: usize, v: usize) {
+    pub(super) fn check(&self, n: usize, v: usize) {
         match self {
             Allowed::All => {}
             Allowed::Mask(a) => assert_eq!(a.len(), n * v, "allowed must hold N·V flags"),
@@ -90,6 +90,32 @@ impl Allowed {
                     "one token (ℓ digits) per row"
                 );
             }
+        }
+    }
+
+    /// Panics (naming `op`) unless every target is below V and allowed in its row: the loss
+    /// would be infinite.
+    pub(super) fn check_targets(&self, targets: &[u32], v: usize, op: &str) {
+        if let Some(bad) = targets.iter().position(|&t| t as usize >= v) {
+            panic!(
+                "{op}: target {} of row {bad} is not below V = {v}",
+                targets[bad]
+            );
+        }
+        if let Some(bad) = (0..targets.len()).find(|&r| !self.allows(r, targets[r] as usize, v)) {
+            panic!("{op}: the target of row {bad} is not an allowed class");
+        }
+    }
+
+    /// `logits [N, V]` with −∞ on the classes this filter excludes (the composed versions').
+    pub(super) fn mask_logits(&self, logits: Tensor<2>) -> Tensor<2> {
+        let [n, v] = logits.dims();
+        match self.to_mask(n, v) {
+            Some(a) => {
+                let a = Tensor::<2, Bool>::from_data(TensorData::new(a, [n, v]), &logits.device());
+                logits.mask_fill(a.bool_not(), f32::NEG_INFINITY)
+            }
+            None => logits,
         }
     }
 
@@ -113,7 +139,7 @@ impl Allowed {
 impl RowFilter<'_> {
     /// Flags of classes `i..i + LANES`.
     #[inline(always)]
-    fn chunk(&self, i: usize) -> [bool; LANES] {
+    pub(super) fn chunk(&self, i: usize) -> [bool; LANES] {
         match self {
             RowFilter::All => [true; LANES],
             RowFilter::Mask(a) => {
@@ -136,7 +162,7 @@ impl RowFilter<'_> {
 
     /// The flag of class `x`.
     #[inline(always)]
-    fn one(&self, x: usize) -> bool {
+    pub(super) fn one(&self, x: usize) -> bool {
         match self {
             RowFilter::All => true,
             RowFilter::Mask(a) => a[x],
@@ -148,7 +174,7 @@ impl RowFilter<'_> {
 /// `(m, log Σ exp(z − m))` over the allowed entries of one row, `m` their maximum (kept apart:
 /// `m − z_t + log Σ` keeps the precision of a small nll, `m + log Σ` would round it away).
 #[inline(always)]
-fn row_lse(z: &[f32], f: &RowFilter) -> (f32, f32) {
+pub(super) fn row_lse(z: &[f32], f: &RowFilter) -> (f32, f32) {
     let full = z.len() / LANES * LANES;
     let mut acc = [f32::NEG_INFINITY; LANES];
     let mut m = f32::NEG_INFINITY;
@@ -351,15 +377,7 @@ pub fn filtered_nll(logits: Tensor<2>, allowed: Allowed, targets: Arc<Vec<u32>>)
     let [n, v] = logits.dims();
     assert_eq!(targets.len(), n, "one target per row");
     allowed.check(n, v);
-    if let Some(bad) = targets.iter().position(|&t| t as usize >= v) {
-        panic!(
-            "filtered_nll: target {} of row {bad} is not below V = {v}",
-            targets[bad]
-        );
-    }
-    if let Some(bad) = (0..n).find(|&r| !allowed.allows(r, targets[r] as usize, v)) {
-        panic!("filtered_nll: the target of row {bad} is not an allowed class");
-    }
+    allowed.check_targets(&targets, v, "filtered_nll");
     if n == 0 {
         return filtered_nll_composed(logits, allowed, &targets);
     }
@@ -403,15 +421,9 @@ pub fn filtered_log_softmax(logits: &Tensor<2>, allowed: &Allowed) -> Option<Ten
 /// [`filtered_nll`] from burn's differentiable primitives: `mask_fill(−∞)`, `log_softmax`,
 /// `gather` (its test oracle and its fallback off flex).
 pub fn filtered_nll_composed(logits: Tensor<2>, allowed: Allowed, targets: &[u32]) -> Tensor<1> {
-    let [n, v] = logits.dims();
+    let [n, _] = logits.dims();
     let device = logits.device();
-    let logits = match allowed.to_mask(n, v) {
-        Some(a) => {
-            let a = Tensor::<2, Bool>::from_data(TensorData::new(a, [n, v]), &device);
-            logits.mask_fill(a.bool_not(), f32::NEG_INFINITY)
-        }
-        None => logits,
-    };
+    let logits = allowed.mask_logits(logits);
     let idx: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
     let idx = Tensor::<2, Int>::from_data(TensorData::new(idx, [n, 1]), &device);
     -log_softmax(logits, 1).gather(1, idx).reshape([n])

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use mdm_prime::ops::{
-    Allowed, Pool2d, Pooling, Stride, conv2d_relu, conv2d_relu_composed, filtered_nll,
-    filtered_nll_composed, gelu_tanh, gelu_tanh_composed, pool2d, pool2d_composed,
+    Allowed, DigitTargets, Pool2d, Pooling, Stride, conv2d_relu, conv2d_relu_composed, digit_nll,
+    digit_nll_composed, filtered_nll, filtered_nll_composed, gelu_tanh, gelu_tanh_composed, pool2d,
+    pool2d_composed,
 };
 
 use crate::common::{assert_close, values};
@@ -76,6 +77,24 @@ fn nll_case(v: usize) -> (Vec<f32>, Vec<bool>, Vec<u32>) {
     (logits, allowed, targets)
 }
 
+/// `f` of `logits [N, V]` on the autodiff device (one value per row), and the gradient of
+/// `Σ_r up[r]·f(z)[r]` with respect to the logits.
+fn rows_and_grad(
+    logits: &[f32],
+    [n, v]: [usize; 2],
+    up: &[f32],
+    f: impl Fn(Tensor<2>) -> Tensor<1>,
+) -> (Vec<f32>, Vec<f32>) {
+    let d = ad();
+    let z = Tensor::<2>::from_data(TensorData::new(logits.to_vec(), [n, v]), &d).require_grad();
+    let out = f(z.clone());
+    let w = Tensor::<1>::from_data(TensorData::new(up.to_vec(), [n]), &d);
+    let grads = (out.clone() * w).sum().backward();
+    let g: Vec<f32> = z.grad(&grads).unwrap().try_into_vec_as().unwrap();
+    let out: Vec<f32> = out.inner().try_into_vec_as().unwrap();
+    (out, g)
+}
+
 #[test]
 fn fused_filtered_nll_equals_composed_in_value_and_gradient() {
     for v in [7usize, 50, 1000] {
@@ -84,19 +103,10 @@ fn fused_filtered_nll_equals_composed_in_value_and_gradient() {
         let up = values(n, 4, 2.0);
         for allowed in [Allowed::Mask(Arc::new(allowed.clone())), Allowed::All] {
             let run = |fused: bool| {
-                let d = ad();
-                let z = Tensor::<2>::from_data(TensorData::new(logits.clone(), [n, v]), &d)
-                    .require_grad();
-                let nll = if fused {
-                    filtered_nll(z.clone(), allowed.clone(), Arc::new(targets.clone()))
-                } else {
-                    filtered_nll_composed(z.clone(), allowed.clone(), &targets)
-                };
-                let w = Tensor::<1>::from_data(TensorData::new(up.clone(), [n]), &d);
-                let grads = (nll.clone() * w).sum().backward();
-                let g: Vec<f32> = z.grad(&grads).unwrap().try_into_vec_as().unwrap();
-                let nll: Vec<f32> = nll.inner().try_into_vec_as().unwrap();
-                (nll, g)
+                rows_and_grad(&logits, [n, v], &up, |z| match fused {
+                    true => filtered_nll(z, allowed.clone(), Arc::new(targets.clone())),
+                    false => filtered_nll_composed(z, allowed.clone(), &targets),
+                })
             };
             let filtered = matches!(allowed, Allowed::Mask(_));
             let what = format!("V = {v}, filtered = {filtered}");
@@ -301,6 +311,22 @@ fn filtered_nll_refuses_a_target_beyond_v() {
     let _ = filtered_nll(z, Allowed::All, Arc::new(vec![4]));
 }
 
+/// `n` spread-out tokens of `codec`'s vocabulary and their sub-tokens with every mask pattern of
+/// ℓ digits, cycling over rows (fully revealed ones included): `(targets, N·ℓ sub-tokens)`.
+fn every_mask_pattern(codec: &mdm_prime_core::Codec, n: usize) -> (Vec<u32>, Vec<u32>) {
+    let (v, ell) = (codec.vocab_size() as usize, codec.ell());
+    let targets: Vec<u32> = (0..n).map(|r| ((r * 7919 + 13) % v) as u32).collect();
+    let mut rows = codec.encode(&targets).unwrap();
+    for r in 0..n {
+        for j in 0..ell {
+            if (r % (1 << ell)) >> j & 1 == 1 {
+                rows[r * ell + j] = codec.mask_id();
+            }
+        }
+    }
+    (targets, rows)
+}
+
 /// The on-the-fly digit filter gives exactly what the `N × V` mask of `Codec::allowed_batch`
 /// gives, in the NLL (value and gradient) and the log-probabilities, for every mask pattern.
 #[test]
@@ -314,16 +340,7 @@ fn digit_filter_equals_the_host_mask() {
         let tables = PrimeTables::new(&codec, &Device::default());
         let n = 90;
         let v = v as usize;
-        let targets: Vec<u32> = (0..n).map(|r| ((r * 7919 + 13) % v) as u32).collect();
-        // Every mask pattern of ℓ digits, cycling over rows (fully revealed ones included).
-        let mut rows = codec.encode(&targets).unwrap();
-        for r in 0..n {
-            for j in 0..ell {
-                if (r % (1 << ell)) >> j & 1 == 1 {
-                    rows[r * ell + j] = codec.mask_id();
-                }
-            }
-        }
+        let (targets, rows) = every_mask_pattern(&codec, n);
         let mut mask = vec![false; n * v];
         codec.allowed_batch(&rows, &mut mask).unwrap();
         let logits = values(n * v, 8, 5.0);
@@ -577,4 +594,112 @@ fn pools_equal_burn_pools() {
         x.grad(&grads).is_some(),
         "autodiff input keeps its gradient"
     );
+}
+
+/// The valid bound's fused digit terms equal the composed version in value and gradient, on
+/// both devices, for every mask pattern, with the carry-over filter and without, when V fills
+/// the ℓ digits exactly (16 = 2⁴) and when it leaves invalid codes (1000 < 10³, 37 < 7²); and
+/// the values equal an f64 brute force over the classes, so the oracle is checked too.
+#[test]
+fn fused_digit_nll_equals_composed_and_brute_force() {
+    use mdm_prime::subtoken::PrimeTables;
+    use mdm_prime_core::Codec;
+    for (v, ell) in [(1000u32, 3usize), (16, 4), (37, 2), (50, 1)] {
+        let codec = Codec::new(v, ell).unwrap();
+        let tables = PrimeTables::new(&codec, &Device::default());
+        let v = v as usize;
+        let n = 70;
+        let (targets, rows) = every_mask_pattern(&codec, n);
+        let masked: Vec<bool> = rows.iter().map(|&y| y == codec.mask_id()).collect();
+        let digits = Arc::new(DigitTargets {
+            columns: tables.digit_columns(),
+            targets: targets.clone(),
+            masked: masked.clone(),
+        });
+        let logits = values(n * v, 11, 6.0);
+        let up = values(n, 12, 2.0);
+        for carry_over in [true, false] {
+            let what = format!("V = {v}, ell = {ell}, carry-over {carry_over}");
+            let allowed = match carry_over {
+                true => tables.digit_filter(rows.clone()),
+                false => Allowed::All,
+            };
+            let run = |fused: bool| {
+                rows_and_grad(&logits, [n, v], &up, |z| match fused {
+                    true => digit_nll(z, allowed.clone(), digits.clone()),
+                    false => digit_nll_composed(z, allowed.clone(), &digits),
+                })
+            };
+            let (nll_f, g_f) = run(true);
+            let (nll_c, g_c) = run(false);
+            assert_close(&nll_f, &nll_c, &format!("digit nll, {what}"));
+            assert_close(&g_f, &g_c, &format!("digit nll gradient, {what}"));
+            let plain =
+                Tensor::<2>::from_data(TensorData::new(logits.clone(), [n, v]), &Device::default());
+            let nll_p: Vec<f32> = digit_nll(plain, allowed.clone(), digits.clone())
+                .try_into_vec_as()
+                .unwrap();
+            assert_close(&nll_p, &nll_c, &format!("digit nll plain device, {what}"));
+            // f64 brute force: −Σ_{j masked} log(Σ_{x ∈ A, digit_j(x) = digit_j(x₀)} p(x)).
+            let table = codec.digit_table();
+            for r in 0..n {
+                let z = &logits[r * v..(r + 1) * v];
+                let ok = |x: usize| allowed.allows(r, x, v);
+                let total: f64 = (0..v).filter(|&x| ok(x)).map(|x| (z[x] as f64).exp()).sum();
+                let x0 = targets[r] as usize;
+                let want: f64 = (0..ell)
+                    .filter(|&j| masked[r * ell + j])
+                    .map(|j| {
+                        let same: f64 = (0..v)
+                            .filter(|&x| ok(x) && table[x * ell + j] == table[x0 * ell + j])
+                            .map(|x| (z[x] as f64).exp())
+                            .sum();
+                        -(same / total).ln()
+                    })
+                    .sum();
+                let got = nll_f[r] as f64;
+                assert!(
+                    (got - want).abs() <= 1e-5 * want.abs() + 1e-5,
+                    "row {r}, {what}: fused {got} vs brute force {want}"
+                );
+                if !masked[r * ell..(r + 1) * ell].contains(&true) {
+                    assert_eq!(nll_f[r], 0.0, "nothing masked, {what}");
+                    assert!(g_f[r * v..(r + 1) * v].iter().all(|&g| g == 0.0));
+                }
+            }
+        }
+        // A row-mask filter falls back to the composed version, with the same values.
+        let mut mask = vec![false; n * v];
+        codec.allowed_batch(&rows, &mut mask).unwrap();
+        let z = Tensor::<2>::from_data(TensorData::new(logits.clone(), [n, v]), &Device::default());
+        let by_mask: Vec<f32> = digit_nll(z.clone(), Allowed::Mask(Arc::new(mask)), digits.clone())
+            .try_into_vec_as()
+            .unwrap();
+        let by_digits: Vec<f32> = digit_nll(z, tables.digit_filter(rows.clone()), digits.clone())
+            .try_into_vec_as()
+            .unwrap();
+        assert_close(
+            &by_mask,
+            &by_digits,
+            &format!("row mask, V = {v}, ell = {ell}"),
+        );
+    }
+}
+
+#[test]
+#[should_panic(expected = "not an allowed class")]
+fn digit_nll_refuses_a_target_outside_its_allowed_set() {
+    use mdm_prime::subtoken::PrimeTables;
+    use mdm_prime_core::Codec;
+    let codec = Codec::new(4, 2).unwrap();
+    let tables = PrimeTables::new(&codec, &Device::default());
+    // Row: digit 0 revealed as 1, digit 1 masked; target 0 has digit 0 = 0.
+    let rows = vec![1, codec.mask_id()];
+    let z = Tensor::<2>::from_data(TensorData::new(vec![0.0f32; 4], [1, 4]), &Device::default());
+    let digits = DigitTargets {
+        columns: tables.digit_columns(),
+        targets: vec![0],
+        masked: vec![false, true],
+    };
+    let _ = digit_nll(z, tables.digit_filter(rows), Arc::new(digits));
 }
