@@ -20,4 +20,15 @@ fn main() {
     println!("cargo:rustc-env=MDM_PRIME_GIT={version}");
     println!("cargo:rerun-if-changed=../../.git/HEAD");
     println!("cargo:rerun-if-changed=../../.git/index");
+    // An edit to a tracked source makes the tree dirty without touching the index: without
+    // these a binary built from edited sources would name the clean commit (seen: a run
+    // resumed by such a build recorded the commit before the edit).
+    for dir in [
+        "src",
+        "../mdm-prime-core/src",
+        "../mdm-prime-cli/src",
+        "../../configs",
+    ] {
+        println!("cargo:rerun-if-changed={dir}");
+    }
 }

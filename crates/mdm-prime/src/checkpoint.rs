@@ -3,7 +3,8 @@
 //! ```text
 //! runs/<name>/
 //!   config.toml          resolved config, every default explicit
-//!   version.txt          the code version that made the run
+//!   version.txt          the code version that made the run, and a line per resume naming
+//!                        the version that continued it
 //!   model.safetensors    training weights (parameter paths as tensor names)
 //!   ema.safetensors      EMA weights: what eval and sample load
 //!   optim.safetensors    AdamW moments `exp_avg/<path>`, `exp_avg_sq/<path>`; metadata `step`
@@ -173,6 +174,21 @@ impl RunDir {
 /// ([`mdm_prime_core::fsutil::write_atomic`]); the error names the path.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     mdm_prime_core::fsutil::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+/// `line` added at the end of the text file at `path` (created when missing), atomically.
+pub fn append_line(path: &Path, line: &str) -> Result<(), Error> {
+    let mut text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(line);
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
 }
 
 fn f32_bytes(t: &Tensor<1>) -> Vec<u8> {

@@ -174,7 +174,7 @@ impl Trainer {
                         ),
                     ));
                 }
-                let state = run.read_state()?;
+                let mut state = run.read_state()?;
                 let model = checkpoint::load_module(fresh, &run.model())?;
                 // The EMA (validation, eval, sampling) computes in f32 whatever the training
                 // precision.
@@ -191,6 +191,11 @@ impl Trainer {
                     ));
                 }
                 trim_metrics(&run, state.step)?;
+                // Every binary that trains the run is on record: version.txt gains a line per
+                // resume, and state.json (rewritten at the next checkpoint) names this one.
+                let resumed = format!("resumed at step {} by {}", state.step, code_version());
+                checkpoint::append_line(&run.version(), &resumed)?;
+                state.code_version = code_version();
                 // The resumed config may change training-only keys (steps, lr, ...); record it.
                 checkpoint::write_atomic(&run.config(), cfg.to_toml()?.as_bytes())?;
                 (model, ema, state)

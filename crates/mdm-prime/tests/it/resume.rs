@@ -54,6 +54,11 @@ fn resume_case(name: &str, cfg: &mdm_prime_core::config::RunConfig) {
     drop(b);
     let mut b = Trainer::open(cfg, RunDir::new(&dir_b), true, &d).unwrap();
     assert_eq!(b.state.step, k as u64);
+    // The binary that continued the run is on record beside the one that made it.
+    let version = std::fs::read_to_string(dir_b.join("version.txt")).unwrap();
+    let code = mdm_prime::checkpoint::code_version();
+    assert_eq!(version, format!("{code}\nresumed at step {k} by {code}\n"));
+    assert_eq!(b.state.code_version, code);
     for _ in k..n {
         b.step(&data).unwrap();
     }
