@@ -21,15 +21,20 @@ use plotters::style::{FontStyle, register_font};
 
 use crate::error::{Error, Result};
 
-/// A default palette of distinguishable colors (matplotlib's first six "tab10" colors: blue,
-/// orange, green, red, purple, brown).
-pub const PALETTE: [[u8; 3]; 6] = [
+/// A default palette of distinguishable colors (matplotlib's ten "tab10" colors: blue, orange,
+/// green, red, purple, brown, pink, grey, olive, cyan), so a plot of up to ten series never
+/// repeats one.
+pub const PALETTE: [[u8; 3]; 10] = [
     [31, 119, 180],
     [255, 127, 14],
     [44, 160, 44],
     [214, 39, 40],
     [148, 103, 189],
     [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+    [188, 189, 34],
+    [23, 190, 207],
 ];
 
 /// One line of a plot: `(x, y)` points joined in the given order.

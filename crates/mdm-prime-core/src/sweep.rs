@@ -92,8 +92,9 @@ pub struct SweepRun {
     pub objective: String,
     pub seq_len: usize,
     pub seed: u64,
-    /// `version.txt`: the code that trained it.
-    pub version: String,
+    /// `version.txt`, one entry per line: the code that made the run, then one `resumed at step
+    /// N by <version>` per resume.
+    pub version: Vec<String>,
     pub train_wall_s: f64,
     pub eval: Vec<EvalRow>,
     pub at_steps: Vec<AtSteps>,
@@ -170,7 +171,13 @@ fn load_run(tokenizer: &str, dir: &Path) -> Result<Option<SweepRun>> {
     };
     let cfg = RunConfig::load(&dir.join("config.toml"), &[])?;
     let version = std::fs::read_to_string(dir.join("version.txt"))
-        .map(|v| v.trim().to_string())
+        .map(|v| {
+            v.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     let mut at_steps = Vec::new();
     for steps in step_counts(dir)? {
@@ -336,9 +343,19 @@ pub fn tables(tokenizer: &str, runs: &[SweepRun]) -> String {
 /// beside the report).
 pub fn markdown(by_tok: &BTreeMap<String, Vec<SweepRun>>, plots: &[PathBuf]) -> String {
     let all: Vec<&SweepRun> = by_tok.values().flatten().collect();
-    let mut versions: Vec<&str> = all.iter().map(|r| r.version.as_str()).collect();
+    // The versions that made runs, then each resume with the run it continued.
+    let mut versions: Vec<String> = all
+        .iter()
+        .filter_map(|r| r.version.first().cloned())
+        .collect();
     versions.sort_unstable();
     versions.dedup();
+    versions.extend(all.iter().flat_map(|r| {
+        r.version
+            .iter()
+            .skip(1)
+            .map(|l| format!("{}/{} {l}", r.tokenizer, r.name))
+    }));
     let mut seeds: Vec<u64> = all.iter().map(|r| r.seed).collect();
     seeds.sort_unstable();
     seeds.dedup();
@@ -346,7 +363,7 @@ pub fn markdown(by_tok: &BTreeMap<String, Vec<SweepRun>>, plots: &[PathBuf]) -> 
         "## The ℓ sweep: tables\n\nWritten by `mdm-prime sweep-report` from the run directories \
          of `scripts/ell-sweep.sh` ({} runs; code: {}; seed: {}).\n\n",
         all.len(),
-        versions.join(", "),
+        versions.join("; "),
         seeds
             .iter()
             .map(u64::to_string)
@@ -598,6 +615,18 @@ mod tests {
         );
         let full = markdown(&by_tok, &[]);
         assert!(full.contains("3 runs; code: abc1234; seed: 1"), "{full}");
+        // A resumed run names the binary that continued it, on the same line.
+        write(
+            &root.join("bytes/ell2/version.txt"),
+            "abc1234\nresumed at step 2 by def5678\n",
+        );
+        let resumed = markdown(&load(&root).unwrap(), &[]);
+        assert!(
+            resumed.contains(
+                "3 runs; code: abc1234; bytes/ell2 resumed at step 2 by def5678; seed: 1"
+            ),
+            "{resumed}"
+        );
         let pngs = plots("bytes", runs, &root).unwrap();
         assert_eq!(pngs.len(), 2);
         for p in &pngs {
