@@ -393,7 +393,8 @@ fn error_bars(points: &[(f64, f64, f64)], color: [u8; 3]) -> Vec<Series> {
 }
 
 /// The plots of one tokenizer into `dir`: valid bound and paper objective against ℓ per set
-/// (the AR perplexity as a flat reference line), and generative perplexity against T per run.
+/// (the AR perplexity as a flat reference line), generative perplexity against T per run, and
+/// per T the measured and closed-form NFE and the sampling wall time against ℓ.
 pub fn plots(tokenizer: &str, runs: &[SweepRun], dir: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     let masked: Vec<&SweepRun> = runs
@@ -498,7 +499,58 @@ pub fn plots(tokenizer: &str, runs: &[SweepRun], dir: &Path) -> Result<Vec<PathB
         y,
         &lines,
     )?;
+    // Per T: network evaluations measured against the closed form, and the sampling wall time,
+    // against ℓ (the idle-step savings and what they cost).
+    let mut nfe = Vec::new();
+    let mut wall = Vec::new();
+    for (k, t) in step_set(&masked).into_iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let at = |f: &dyn Fn(&AtSteps) -> Option<f64>| -> Vec<(f64, f64)> {
+            masked
+                .iter()
+                .filter_map(|r| {
+                    let a = r.at_steps.iter().find(|a| a.steps == t)?;
+                    f(a).map(|y| (r.ell as f64, y))
+                })
+                .collect()
+        };
+        nfe.push(Series::new(
+            format!("T = {t}: measured"),
+            at(&|a| Some(a.nfe_mean)),
+            color,
+        ));
+        nfe.push(Series::new(
+            format!("T = {t}: closed form"),
+            at(&|a| a.isr.as_ref().map(|i| i.nfe_expected)),
+            color.map(|c| c / 2 + 127),
+        ));
+        wall.push(Series::new(format!("T = {t}"), at(&|a| a.wall_s), color));
+    }
+    if let (Some(ar), Some(first), Some(last)) = (ar, masked.first(), masked.last())
+        && let Some(w) = ar.at_steps.last().and_then(|a| a.wall_s)
+    {
+        let line = vec![(first.ell as f64, w), (last.ell as f64, w)];
+        wall.push(Series::new("AR (L steps)", line, [34, 34, 34]));
+    }
+    let nfe: Vec<Series> = nfe.into_iter().filter(|s| !s.points.is_empty()).collect();
+    let wall: Vec<Series> = wall.into_iter().filter(|s| !s.points.is_empty()).collect();
+    let x = "ell (sub-tokens per token)";
+    let title = "network evaluations per sequence against ell";
+    plot("nfe", title, x, "NFE (idle steps skipped)", &nfe)?;
+    let title = "sampling wall time against ell";
+    plot("wall", title, x, "seconds for the samples", &wall)?;
     Ok(written)
+}
+
+/// The numbers of sampling steps T measured in any of `runs`, ascending.
+fn step_set(runs: &[&SweepRun]) -> Vec<usize> {
+    let mut t: Vec<usize> = runs
+        .iter()
+        .flat_map(|r| r.at_steps.iter().map(|a| a.steps))
+        .collect();
+    t.sort_unstable();
+    t.dedup();
+    t
 }
 
 /// Whether the positive, finite y values of the named `lines` span more than a factor of 10
@@ -628,7 +680,19 @@ mod tests {
             "{resumed}"
         );
         let pngs = plots("bytes", runs, &root).unwrap();
-        assert_eq!(pngs.len(), 2);
+        let names: Vec<String> = pngs
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "sweep-bytes-perplexity.png",
+                "sweep-bytes-genppl.png",
+                "sweep-bytes-nfe.png",
+                "sweep-bytes-wall.png"
+            ]
+        );
         for p in &pngs {
             let bytes = std::fs::read(p).unwrap();
             assert_eq!(&bytes[1..4], b"PNG", "{}", p.display());
