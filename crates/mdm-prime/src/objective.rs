@@ -54,6 +54,36 @@ pub fn token_terms(
     }
 }
 
+/// The valid bound's weighted terms `[B, L]` of a noised batch straight from its logits, in one
+/// fused pass per row (`ops::digit_nll_inference`): what [`token_terms`] with
+/// [`Objective::Elbo`] gives from the log-probabilities, without the ℓ log-sum-exps over
+/// `B × L × V`. `None` off flex or under autodiff (use [`token_terms`] there).
+///
+/// # Shapes
+/// `logits: [B, L, V]` → `[B, L]`.
+pub fn elbo_terms_inference(
+    tables: &PrimeTables,
+    logits: &Tensor<3>,
+    batch: &NoisedBatch,
+    carry_over: bool,
+) -> Option<Tensor<2>> {
+    let _span = crate::profile::span("filter+log_softmax+digit marginals (fused)");
+    let [b, l, v] = logits.dims();
+    let mask = tables.codec().mask_id();
+    let digits = DigitTargets {
+        columns: tables.digit_columns(),
+        targets: batch.x0_host.clone(),
+        masked: batch.yt_host.iter().map(|&y| y == mask).collect(),
+    };
+    let allowed = match carry_over {
+        true => tables.digit_filter(batch.yt_host.clone()),
+        false => Allowed::All,
+    };
+    let flat = logits.clone().reshape([b * l, v]);
+    let nll = crate::ops::digit_nll_inference(&flat, &allowed, &digits)?;
+    Some(nll.reshape([b, l]) * batch.weight.clone().reshape([b, 1]))
+}
+
 /// Logits in, weighted nats per token out: [`PrimeTables::log_probs`] then [`token_terms`].
 ///
 /// # Shapes

@@ -138,8 +138,10 @@ pub trait Denoiser: Module + Sized + 'static {
         sigma: &[f32],
         carry_over: bool,
     ) -> [Tensor<2>; 2] {
-        let lp = self.log_probs(tables, batch.yt.clone(), sigma, carry_over);
-        [Objective::Elbo, Objective::Paper].map(|obj| {
+        let logits = self.logits(batch.yt.clone(), sigma);
+        let fused = crate::objective::elbo_terms_inference(tables, &logits, batch, carry_over);
+        let lp = tables.log_probs(logits, batch.yt.clone(), carry_over);
+        let terms = |obj| {
             crate::objective::token_terms(
                 obj,
                 tables,
@@ -148,7 +150,11 @@ pub trait Denoiser: Module + Sized + 'static {
                 batch.x0.clone(),
                 batch.weight.clone(),
             )
-        })
+        };
+        [
+            fused.unwrap_or_else(|| terms(Objective::Elbo)),
+            terms(Objective::Paper),
+        ]
     }
 
     /// Whether [`Denoiser::eval_terms`] is exact: independent of the time and the masks, so

@@ -216,30 +216,7 @@ pub fn digit_nll(logits: Tensor<2>, allowed: Allowed, digits: Arc<DigitTargets>)
         return digit_nll_composed(logits, allowed, &digits);
     }
     custom_unary(&logits, DigitNllBackward, |prim| {
-        let zs = f32s(&prim);
-        let mut lses: Vec<RowLses> = vec![Vec::new(); n];
-        let rows = rows_per_task(v);
-        lses.par_chunks_mut(rows).enumerate().for_each(|(c, out)| {
-            let r0 = c * rows;
-            simd(Lses {
-                z: &zs[r0 * v..(r0 + out.len()) * v],
-                allowed: &allowed,
-                digits: &digits,
-                r0,
-                v,
-                out,
-            })
-        });
-        // (m_A − m_j) + (log Σ_A − log Σ_j): the maxima apart keeps a small term's precision.
-        let nll = lses
-            .iter()
-            .map(|l| {
-                l[1..]
-                    .iter()
-                    .map(|lj| (l[0].0 - lj.0) + (l[0].1 - lj.1))
-                    .sum()
-            })
-            .collect();
+        let (nll, lses) = forward(f32s(&prim), &allowed, &digits, n, v);
         let state = DigitNllState {
             logits: prim,
             lses: Arc::new(lses),
@@ -249,6 +226,69 @@ pub fn digit_nll(logits: Tensor<2>, allowed: Allowed, digits: Arc<DigitTargets>)
         (flex_from(nll, &[n]), state)
     })
     .unwrap_or_else(|| digit_nll_composed(logits, allowed, &digits))
+}
+
+/// [`digit_nll`] for inference (evaluation): `Some` for a plain (non-autodiff) f32 flex tensor
+/// and a digit or no filter, `None` otherwise — the caller then keeps its own tensor path (on a
+/// GPU, the device-side digit compares of
+/// [`crate::subtoken::PrimeTables::digit_log_marginals_at`], not this op's host-built masks).
+///
+/// # Panics
+/// As [`digit_nll`].
+pub fn digit_nll_inference(
+    logits: &Tensor<2>,
+    allowed: &Allowed,
+    digits: &DigitTargets,
+) -> Option<Tensor<1>> {
+    if logits.is_autodiff()
+        || logits.dtype() != burn::tensor::DType::F32
+        || matches!(allowed, Allowed::Mask(_))
+    {
+        return None;
+    }
+    let [n, v] = logits.dims();
+    if n == 0 || v == 0 {
+        return None;
+    }
+    let prim = contiguous(logits.clone().try_into_primitive::<Flex>().ok()?);
+    check(n, v, allowed, digits);
+    let (nll, _) = forward(f32s(&prim), allowed, digits, n, v);
+    Some(Tensor::from_primitive::<Flex>(flex_from(nll, &[n])))
+}
+
+/// The forward pass over `n` rows of `v` logits, rows in parallel: each row's loss and its
+/// log-sum-exps (what the backward needs).
+fn forward(
+    zs: &[f32],
+    allowed: &Allowed,
+    digits: &DigitTargets,
+    n: usize,
+    v: usize,
+) -> (Vec<f32>, Vec<RowLses>) {
+    let mut lses: Vec<RowLses> = vec![Vec::new(); n];
+    let rows = rows_per_task(v);
+    lses.par_chunks_mut(rows).enumerate().for_each(|(c, out)| {
+        let r0 = c * rows;
+        simd(Lses {
+            z: &zs[r0 * v..(r0 + out.len()) * v],
+            allowed,
+            digits,
+            r0,
+            v,
+            out,
+        })
+    });
+    // (m_A − m_j) + (log Σ_A − log Σ_j): the maxima apart keeps a small term's precision.
+    let nll = lses
+        .iter()
+        .map(|l| {
+            l[1..]
+                .iter()
+                .map(|lj| (l[0].0 - lj.0) + (l[0].1 - lj.1))
+                .sum()
+        })
+        .collect();
+    (nll, lses)
 }
 
 /// Panics unless the filter, the targets and the flags describe `n` rows of `v` classes, every

@@ -99,15 +99,25 @@ fn ell_one_is_mdlm_and_revealed_tokens_are_certain() {
     assert!((lp[256 + 7] + (256f32).ln()).abs() < 1e-5);
 }
 
+/// A tiny DiT of `cfg` on `device` with N(0, 0.3) noise added to every parameter, so the head and
+/// the modulations are not their zero initialisation (which gives uniform logits).
+fn perturbed_dit(cfg: &mdm_prime_core::config::RunConfig, device: &Device) -> Dit {
+    use burn::tensor::Distribution;
+    let codec = cfg.codec().unwrap();
+    let plain = Device::default();
+    mdm_prime::params::map_params(Dit::new(&cfg.model, &codec, device), &mut |_, t| {
+        let n = t.dims()[0];
+        Some(t + Tensor::<1>::random([n], Distribution::Normal(0.0, 0.3), &plain))
+    })
+}
+
 /// Running the head, filter and loss only on masked positions gives the full computation's
 /// value and gradients (paper objective with carry-over, and the ELBO with and without, through
 /// the fused `ops::digit_nll`), for ℓ = 1, 2 and 4.
 #[test]
 fn masked_positions_only_loss_equals_the_full_loss() {
-    use burn::tensor::Distribution;
     use mdm_prime::batch::noised_batch;
     use mdm_prime::objective::masked_batch_loss;
-    use mdm_prime::params::map_params;
     use mdm_prime_core::Objective;
     use rand::SeedableRng;
 
@@ -117,10 +127,7 @@ fn masked_positions_only_loss_equals_the_full_loss() {
         let codec = cfg.codec().unwrap();
         let d = Device::default();
         let ad = d.clone().autodiff();
-        let model = map_params(Dit::new(&cfg.model, &codec, &ad), &mut |_, t| {
-            let n = t.dims()[0];
-            Some(t + Tensor::<1>::random([n], Distribution::Normal(0.0, 0.3), &d))
-        });
+        let model = perturbed_dit(&cfg, &ad);
         let tables = PrimeTables::new(&codec, &d);
         let data = tiny_data(&cfg);
         let blocks: Vec<&[u32]> = (0..4).map(|i| data.train_block(i)).collect();
@@ -166,6 +173,62 @@ fn masked_positions_only_loss_equals_the_full_loss() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// Evaluation's valid-bound terms, fused from the logits on the plain device, equal the
+/// composed ones from the log-probabilities ([`token_terms`]), with and without carry-over, for
+/// ℓ = 1, 2 and 4; the paper objective's terms are the composed ones.
+#[test]
+fn evaluation_terms_equal_the_composed_objectives() {
+    use mdm_prime::batch::noised_batch;
+    use mdm_prime::model::Denoiser;
+    use mdm_prime::objective::token_terms;
+    use mdm_prime_core::Objective;
+    use rand::SeedableRng;
+
+    let _guard = rng_lock(); // Tensor::random draws from the process-wide generator
+    for ell in ["1", "2", "4"] {
+        let cfg = tiny_config(&[&format!("prime.ell={ell}"), "model.dropout=0.0"]);
+        let codec = cfg.codec().unwrap();
+        let d = Device::default();
+        let model = perturbed_dit(&cfg, &d);
+        let tables = PrimeTables::new(&codec, &d);
+        let data = tiny_data(&cfg);
+        let blocks: Vec<&[u32]> = (0..4).map(|i| data.train_block(i)).collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let t = vec![0.1, 0.4, 0.8, 0.99];
+        let batch = noised_batch(&codec, &cfg.schedule, &blocks, t, &mut rng, &d).unwrap();
+        let sigma = model.sigma(&cfg.schedule, &batch.t);
+        for carry in [true, false] {
+            let [elbo, paper] = model.eval_terms(&tables, &batch, &sigma, carry);
+            let lp = model.log_probs(&tables, batch.yt.clone(), &sigma, carry);
+            let composed = |obj| -> Vec<f32> {
+                let w = batch.weight.clone();
+                let terms = token_terms(
+                    obj,
+                    &tables,
+                    lp.clone(),
+                    batch.yt.clone(),
+                    batch.x0.clone(),
+                    w,
+                );
+                terms.try_into_vec_as().unwrap()
+            };
+            let what = format!("ell={ell} carry-over {carry}");
+            let elbo: Vec<f32> = elbo.try_into_vec_as().unwrap();
+            let paper: Vec<f32> = paper.try_into_vec_as().unwrap();
+            crate::common::assert_close(
+                &elbo,
+                &composed(Objective::Elbo),
+                &format!("elbo, {what}"),
+            );
+            assert_eq!(paper, composed(Objective::Paper), "paper, {what}");
+            assert!(
+                elbo.iter().any(|&e| e > 0.0),
+                "some token is masked, {what}"
+            );
         }
     }
 }
