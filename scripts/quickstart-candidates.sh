@@ -11,8 +11,8 @@
 # the preset as it stood before the choice (ℓ = 2, cosine decay to 1e-4, 480 steps, dropout 0.1).
 # Per candidate: the training wall time, `eval` over the whole validation split (valid-bound
 # perplexity ± s.e., the paper objective), and the two samples `train` prints at the end. Then one
-# Markdown table on stdout (and OUT_DIR/table.md; per token: a byte, or a GPT-2 token for the one
-# GPT-2 candidate, whose 450 steps take about as long as the byte runs' 1500). Steps are skipped when their output exists, so
+# Markdown table on stdout (and OUT_DIR/table.md; per token: a byte, or a GPT-2 token for the two
+# GPT-2 candidates, whose 450 steps take about as long as the byte runs' 1500). Steps are skipped when their output exists, so
 # an interrupted run continues. Environment: MDM_PRIME (binary; default target/release/mdm-prime).
 # Needs `jq` for the table.
 set -euo pipefail
@@ -32,6 +32,7 @@ candidates=(
   "ell2-cosine-1500|bytes|2|cosine|1500|0.1"
   "ell2-constant-1500-nodrop|bytes|2|constant|1500|0.0"
   "gpt2-ell1-constant-450|gpt2|1|constant|450|0.1"
+  "gpt2-ell4-constant-450|gpt2|4|constant|450|0.1"
 )
 
 for c in "${candidates[@]}"; do

@@ -26,9 +26,17 @@ fn main() {
     for dir in [
         "src",
         "../mdm-prime-core/src",
+        "../mdm-prime-core/assets",
         "../mdm-prime-cli/src",
         "../../configs",
     ] {
         println!("cargo:rerun-if-changed={dir}");
+    }
+    // A commit moves the branch, not HEAD (which names the branch). Only paths that exist: a
+    // missing one would make cargo rerun this script on every build.
+    for path in ["../../.git/refs/heads", "../../.git/packed-refs"] {
+        if std::path::Path::new(path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use mdm_prime_core::Objective;
 use crate::batch::NoisedBatch;
 pub use crate::batch::loss_weights;
 use crate::model::Denoiser;
-use crate::ops::{Allowed, DigitTargets, digit_nll, filtered_nll};
+use crate::ops::{Allowed, DigitTargets, digit_nll_fused, filtered_nll};
 use crate::subtoken::PrimeTables;
 
 /// Weighted nats per token under `objective`.
@@ -54,34 +54,50 @@ pub fn token_terms(
     }
 }
 
-/// The valid bound's weighted terms `[B, L]` of a noised batch straight from its logits, in one
-/// fused pass per row (`ops::digit_nll_inference`): what [`token_terms`] with
-/// [`Objective::Elbo`] gives from the log-probabilities, without the ℓ log-sum-exps over
-/// `B × L × V`. `None` off flex or under autodiff (use [`token_terms`] there).
+/// The valid bound's weighted terms `[B, L]` of a noised batch straight from its logits, fused
+/// ([`crate::ops::digit_nll_fused`]): what [`token_terms`] with [`Objective::Elbo`] gives from
+/// the log-probabilities, without ℓ log-sum-exps over `B × L × V`. `None` where the fused op
+/// does not run (off flex): use [`token_terms`] there.
 ///
 /// # Shapes
 /// `logits: [B, L, V]` → `[B, L]`.
-pub fn elbo_terms_inference(
+pub fn elbo_terms_fused(
     tables: &PrimeTables,
     logits: &Tensor<3>,
     batch: &NoisedBatch,
     carry_over: bool,
 ) -> Option<Tensor<2>> {
-    let _span = crate::profile::span("filter+log_softmax+digit marginals (fused)");
     let [b, l, v] = logits.dims();
+    let (allowed, digits) = digit_inputs(
+        tables,
+        batch.yt_host.clone(),
+        batch.x0_host.clone(),
+        carry_over,
+    );
+    let flat = logits.clone().reshape([b * l, v]);
+    let nll = crate::ops::digit_nll_fused(&flat, &allowed, &Arc::new(digits))?;
+    Some(nll.reshape([b, l]) * batch.weight.clone().reshape([b, 1]))
+}
+
+/// The fused kernels' view of N rows: the carry-over filter of their sub-tokens (`rows`, `N·ℓ`,
+/// token-major) or none, and their clean tokens with the masked digits flagged.
+fn digit_inputs(
+    tables: &PrimeTables,
+    rows: Vec<u32>,
+    targets: Vec<u32>,
+    carry_over: bool,
+) -> (Allowed, DigitTargets) {
     let mask = tables.codec().mask_id();
     let digits = DigitTargets {
         columns: tables.digit_columns(),
-        targets: batch.x0_host.clone(),
-        masked: batch.yt_host.iter().map(|&y| y == mask).collect(),
+        targets,
+        masked: rows.iter().map(|&y| y == mask).collect(),
     };
     let allowed = match carry_over {
-        true => tables.digit_filter(batch.yt_host.clone()),
+        true => tables.digit_filter(rows),
         false => Allowed::All,
     };
-    let flat = logits.clone().reshape([b * l, v]);
-    let nll = crate::ops::digit_nll_inference(&flat, &allowed, &digits)?;
-    Some(nll.reshape([b, l]) * batch.weight.clone().reshape([b, 1]))
+    (allowed, digits)
 }
 
 /// Logits in, weighted nats per token out: [`PrimeTables::log_probs`] then [`token_terms`].
@@ -172,9 +188,6 @@ pub fn masked_batch_loss<M: Denoiser>(
         _ => batch.weight.clone().select(0, seq),
     };
     let logits = model.head_logits(h);
-    // The filter, log-softmax and the objective's terms fused: `ops::filtered_nll` for the
-    // token objectives, `ops::digit_nll` for the ELBO (each tested equal to the composed
-    // `log_probs` + `token_terms` in value and gradient).
     let v = tables.codec().vocab_size() as usize;
     let rows: Vec<u32> = batch
         .masked_positions
@@ -186,26 +199,41 @@ pub fn masked_batch_loss<M: Denoiser>(
         .iter()
         .map(|&k| batch.x0_host[k])
         .collect();
-    let logits = logits.reshape([n, v]);
-    let mask = tables.codec().mask_id();
-    let masked: Vec<bool> = rows.iter().map(|&y| y == mask).collect();
-    let allowed = match carry_over {
-        true => tables.digit_filter(rows),
-        false => Allowed::All,
-    };
-    let nll = if objective == Objective::Elbo {
-        let _span = crate::profile::span("filter+log_softmax+digit marginals (fused)");
-        let digits = DigitTargets {
-            columns: tables.digit_columns(),
-            targets,
-            masked,
+    if objective != Objective::Elbo {
+        // Filter, log-softmax and gather fused (`ops::filtered_nll`, tested equal to the
+        // composed `log_probs` + `token_terms` in value and gradient).
+        let allowed = match carry_over {
+            true => tables.digit_filter(rows),
+            false => Allowed::All,
         };
-        digit_nll(logits, allowed, Arc::new(digits))
-    } else {
         let _span = crate::profile::span("filter+log_softmax+loss (fused)");
-        filtered_nll(logits, allowed, Arc::new(targets))
-    };
-    (nll * weight).sum().div_scalar((b * l) as f64)
+        let nll = filtered_nll(logits.reshape([n, v]), allowed, Arc::new(targets));
+        return (nll * weight).sum().div_scalar((b * l) as f64);
+    }
+    // The ELBO: filter, log-softmax and digit marginals fused (`ops::digit_nll_fused`, tested
+    // equal to the composed version in value and gradient) where it runs ...
+    let (allowed, digits) = digit_inputs(tables, rows, targets, carry_over);
+    let flat = logits.clone().reshape([n, v]);
+    if let Some(nll) = digit_nll_fused(&flat, &allowed, &Arc::new(digits)) {
+        return (nll * weight).sum().div_scalar((b * l) as f64);
+    }
+    // ... else on tensors, from the selected rows' noised digits and clean tokens.
+    let yt = batch
+        .yt
+        .clone()
+        .reshape([b * l, ell])
+        .select(0, idx.clone())
+        .reshape([n, 1, ell]);
+    let x0 = batch
+        .x0
+        .clone()
+        .reshape([b * l])
+        .select(0, idx)
+        .reshape([n, 1]);
+    let lp = tables.log_probs(logits, yt.clone(), carry_over);
+    token_terms(objective, tables, lp, yt, x0, weight)
+        .sum()
+        .div_scalar((b * l) as f64)
 }
 
 #[cfg(test)]

@@ -106,6 +106,8 @@ pub struct Trainer {
     pub recovery: checkpoint::Recovery,
     /// Measurements of the EMA model taken every [`Probe::every`] steps (e.g. FID).
     probes: Vec<Box<dyn Probe>>,
+    /// `resumed at step N by <version>`, for version.txt at this resumed run's first checkpoint.
+    resumed: std::sync::Mutex<Option<String>>,
     /// The run directory's writer lock, held while this trainer lives.
     _lock: std::fs::File,
 }
@@ -158,7 +160,7 @@ impl Trainer {
         // installed, which only the one writer may complete.
         let lock = run.lock()?;
         let recovery = checkpoint::recover(&run.root)?;
-        let (model, ema, state) = match resume {
+        let (model, ema, state, resumed) = match resume {
             true => {
                 if !run.has_checkpoint() {
                     return Err(no_checkpoint());
@@ -191,14 +193,13 @@ impl Trainer {
                     ));
                 }
                 trim_metrics(&run, state.step)?;
-                // Every binary that trains the run is on record: version.txt gains a line per
-                // resume, and state.json (rewritten at the next checkpoint) names this one.
-                let resumed = format!("resumed at step {} by {}", state.step, code_version());
-                checkpoint::append_line(&run.version(), &resumed)?;
+                // Every binary that trains the run is on record: state.json names this one from
+                // the next checkpoint on, which also adds a line to version.txt (`save`).
                 state.code_version = code_version();
                 // The resumed config may change training-only keys (steps, lr, ...); record it.
                 checkpoint::write_atomic(&run.config(), cfg.to_toml()?.as_bytes())?;
-                (model, ema, state)
+                let line = format!("resumed at step {} by {}", state.step, code_version());
+                (model, ema, state, Some(line))
             }
             false => {
                 if run.has_checkpoint() {
@@ -215,7 +216,7 @@ impl Trainer {
                 let _ = std::fs::remove_file(run.metrics());
                 let ema = fresh.valid().with_bf16_matmuls(false);
                 let state = checkpoint::fresh_state();
-                (fresh, ema, state)
+                (fresh, ema, state, None)
             }
         };
         Ok(Trainer {
@@ -230,6 +231,7 @@ impl Trainer {
             replicas: Vec::new(),
             recovery,
             probes: Vec::new(),
+            resumed: std::sync::Mutex::new(resumed),
             _lock: lock,
         })
     }
@@ -472,6 +474,12 @@ impl Trainer {
             checkpoint::optimizer_file(&self.optim, self.run.optim())?,
             self.run.state_file(&self.state)?,
         ])?;
+        // The first checkpoint of a resumed run records the binary that continued it (a resume
+        // that fails or stops before checkpointing trained nothing, and leaves no line).
+        let resumed = self.resumed.lock().map(|mut r| r.take()).unwrap_or(None);
+        if let Some(line) = resumed {
+            checkpoint::append_line(&self.run.version(), &line)?;
+        }
         plot_metrics(&self.run, &self.cfg.metric_names())
     }
 

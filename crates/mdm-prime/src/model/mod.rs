@@ -139,7 +139,7 @@ pub trait Denoiser: Module + Sized + 'static {
         carry_over: bool,
     ) -> [Tensor<2>; 2] {
         let logits = self.logits(batch.yt.clone(), sigma);
-        let fused = crate::objective::elbo_terms_inference(tables, &logits, batch, carry_over);
+        let fused = crate::objective::elbo_terms_fused(tables, &logits, batch, carry_over);
         let lp = tables.log_probs(logits, batch.yt.clone(), carry_over);
         let terms = |obj| {
             crate::objective::token_terms(

@@ -1,5 +1,6 @@
 //! The valid bound's loss fused (design §4.5): the carry-over filter, the log-softmax and the
-//! digit log-marginals of every masked sub-token in one pass per row forward and one backward.
+//! digit log-marginals of every masked sub-token, row by row, never materialising the
+//! log-probabilities.
 //!
 //! Per row r with logits z over V, allowed set A (the carry-over filter) and clean token x₀:
 //! `S_j = {x ∈ A : digit_j(x) = digit_j(x₀)}`, and the row's loss is
@@ -200,8 +201,7 @@ impl Backward<Flex, 1> for DigitNllBackward {
 
 /// `Σ_{j masked} −log p̄_j(digit_j(x₀))` per row: the valid bound's unweighted terms (design
 /// §4.5) from logits `[N, V]`, `p` the softmax restricted to each row's allowed classes and `p̄_j`
-/// its marginal on digit j. One pass per row forward and one backward on flex (rows in parallel);
-/// [`digit_nll_composed`] elsewhere and for [`Allowed::Mask`] filters.
+/// its marginal on digit j: [`digit_nll_fused`] where it runs, [`digit_nll_composed`] elsewhere.
 ///
 /// # Panics
 /// When a target is not below V or not allowed in its row (the loss would be infinite), or the
@@ -210,13 +210,32 @@ impl Backward<Flex, 1> for DigitNllBackward {
 /// # Shapes
 /// `logits: [N, V]`, `digits`: N targets, `N·ℓ` flags → `[N]`.
 pub fn digit_nll(logits: Tensor<2>, allowed: Allowed, digits: Arc<DigitTargets>) -> Tensor<1> {
+    digit_nll_fused(&logits, &allowed, &digits)
+        .unwrap_or_else(|| digit_nll_composed(logits, allowed, &digits))
+}
+
+/// [`digit_nll`] fused: on an f32 flex tensor (with autodiff: its backward recorded) and a digit
+/// filter or none, two passes over each row per set `A`, `S_j` forward (maximum, then sum) and
+/// one per set backward, rows in parallel. `None` otherwise (another device, a row-mask
+/// filter, no rows): the caller keeps its own tensor path — [`digit_nll_composed`] builds
+/// `N × V` masks on the host, fine as an oracle, slow on a GPU, where
+/// [`crate::subtoken::PrimeTables::digit_log_marginals_at`] compares digits on the device.
+///
+/// # Panics
+/// As [`digit_nll`].
+pub fn digit_nll_fused(
+    logits: &Tensor<2>,
+    allowed: &Allowed,
+    digits: &Arc<DigitTargets>,
+) -> Option<Tensor<1>> {
     let [n, v] = logits.dims();
-    check(n, v, &allowed, &digits);
+    check(n, v, allowed, digits);
     if n == 0 || matches!(allowed, Allowed::Mask(_)) {
-        return digit_nll_composed(logits, allowed, &digits);
+        return None;
     }
-    custom_unary(&logits, DigitNllBackward, |prim| {
-        let (nll, lses) = forward(f32s(&prim), &allowed, &digits, n, v);
+    custom_unary(logits, DigitNllBackward, |prim| {
+        let _span = crate::profile::span("filter+log_softmax+digit marginals (fused)");
+        let (nll, lses) = forward(f32s(&prim), allowed, digits, n, v);
         let state = DigitNllState {
             logits: prim,
             lses: Arc::new(lses),
@@ -225,35 +244,6 @@ pub fn digit_nll(logits: Tensor<2>, allowed: Allowed, digits: Arc<DigitTargets>)
         };
         (flex_from(nll, &[n]), state)
     })
-    .unwrap_or_else(|| digit_nll_composed(logits, allowed, &digits))
-}
-
-/// [`digit_nll`] for inference (evaluation): `Some` for a plain (non-autodiff) f32 flex tensor
-/// and a digit or no filter, `None` otherwise — the caller then keeps its own tensor path (on a
-/// GPU, the device-side digit compares of
-/// [`crate::subtoken::PrimeTables::digit_log_marginals_at`], not this op's host-built masks).
-///
-/// # Panics
-/// As [`digit_nll`].
-pub fn digit_nll_inference(
-    logits: &Tensor<2>,
-    allowed: &Allowed,
-    digits: &DigitTargets,
-) -> Option<Tensor<1>> {
-    if logits.is_autodiff()
-        || logits.dtype() != burn::tensor::DType::F32
-        || matches!(allowed, Allowed::Mask(_))
-    {
-        return None;
-    }
-    let [n, v] = logits.dims();
-    if n == 0 || v == 0 {
-        return None;
-    }
-    let prim = contiguous(logits.clone().try_into_primitive::<Flex>().ok()?);
-    check(n, v, allowed, digits);
-    let (nll, _) = forward(f32s(&prim), allowed, digits, n, v);
-    Some(Tensor::from_primitive::<Flex>(flex_from(nll, &[n])))
 }
 
 /// The forward pass over `n` rows of `v` logits, rows in parallel: each row's loss and its

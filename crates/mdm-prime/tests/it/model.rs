@@ -184,7 +184,7 @@ fn masked_positions_only_loss_equals_the_full_loss() {
 fn evaluation_terms_equal_the_composed_objectives() {
     use mdm_prime::batch::noised_batch;
     use mdm_prime::model::Denoiser;
-    use mdm_prime::objective::token_terms;
+    use mdm_prime::objective::{elbo_terms_fused, token_terms};
     use mdm_prime_core::Objective;
     use rand::SeedableRng;
 
@@ -202,6 +202,10 @@ fn evaluation_terms_equal_the_composed_objectives() {
         let batch = noised_batch(&codec, &cfg.schedule, &blocks, t, &mut rng, &d).unwrap();
         let sigma = model.sigma(&cfg.schedule, &batch.t);
         for carry in [true, false] {
+            // The fused path runs here (else this would compare the composed terms with
+            // themselves).
+            let logits = model.logits(batch.yt.clone(), &sigma);
+            assert!(elbo_terms_fused(&tables, &logits, &batch, carry).is_some());
             let [elbo, paper] = model.eval_terms(&tables, &batch, &sigma, carry);
             let lp = model.log_probs(&tables, batch.yt.clone(), &sigma, carry);
             let composed = |obj| -> Vec<f32> {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use burn::tensor::{Device, Tensor, TensorData};
 use mdm_prime::ops::{
     Allowed, DigitTargets, Pool2d, Pooling, Stride, conv2d_relu, conv2d_relu_composed, digit_nll,
-    digit_nll_composed, filtered_nll, filtered_nll_composed, gelu_tanh, gelu_tanh_composed, pool2d,
-    pool2d_composed,
+    digit_nll_composed, digit_nll_fused, filtered_nll, filtered_nll_composed, gelu_tanh,
+    gelu_tanh_composed, pool2d, pool2d_composed,
 };
 
 use crate::common::{assert_close, values};
@@ -598,18 +598,29 @@ fn pools_equal_burn_pools() {
 
 /// The valid bound's fused digit terms equal the composed version in value and gradient, on
 /// both devices, for every mask pattern, with the carry-over filter and without, when V fills
-/// the ℓ digits exactly (16 = 2⁴) and when it leaves invalid codes (1000 < 10³, 37 < 7²); and
-/// the values equal an f64 brute force over the classes, so the oracle is checked too.
+/// the ℓ digits exactly (16 = 2⁴) and when it leaves invalid codes (901 < 10³, over several
+/// parallel blocks; 37 < 7²), including a masked row whose filter leaves one class; and the
+/// values equal an f64 brute force over the classes, so the oracle is checked too.
 #[test]
 fn fused_digit_nll_equals_composed_and_brute_force() {
     use mdm_prime::subtoken::PrimeTables;
     use mdm_prime_core::Codec;
-    for (v, ell) in [(1000u32, 3usize), (16, 4), (37, 2), (50, 1)] {
+    for (v, ell) in [(901u32, 3usize), (16, 4), (37, 2), (50, 1)] {
         let codec = Codec::new(v, ell).unwrap();
         let tables = PrimeTables::new(&codec, &Device::default());
         let v = v as usize;
         let n = 70;
-        let (targets, rows) = every_mask_pattern(&codec, n);
+        let (mut targets, mut rows) = every_mask_pattern(&codec, n);
+        if v == 901 {
+            // Row 0: the target 900 with only its digit 9 revealed — no other class of V = 901
+            // has that digit, so the filter leaves one class and two digits are masked.
+            targets[0] = 900;
+            let y = codec.encode(&[900]).unwrap();
+            for (j, &d) in y.iter().enumerate() {
+                rows[j] = if d == 9 { d } else { codec.mask_id() };
+            }
+            assert_eq!(rows[..ell].iter().filter(|&&d| d == 9).count(), 1);
+        }
         let masked: Vec<bool> = rows.iter().map(|&y| y == codec.mask_id()).collect();
         let digits = Arc::new(DigitTargets {
             columns: tables.digit_columns(),
@@ -626,7 +637,7 @@ fn fused_digit_nll_equals_composed_and_brute_force() {
             };
             let run = |fused: bool| {
                 rows_and_grad(&logits, [n, v], &up, |z| match fused {
-                    true => digit_nll(z, allowed.clone(), digits.clone()),
+                    true => digit_nll_fused(&z, &allowed, &digits).expect("fused on flex"),
                     false => digit_nll_composed(z, allowed.clone(), &digits),
                 })
             };
@@ -636,7 +647,8 @@ fn fused_digit_nll_equals_composed_and_brute_force() {
             assert_close(&g_f, &g_c, &format!("digit nll gradient, {what}"));
             let plain =
                 Tensor::<2>::from_data(TensorData::new(logits.clone(), [n, v]), &Device::default());
-            let nll_p: Vec<f32> = digit_nll(plain, allowed.clone(), digits.clone())
+            let nll_p: Vec<f32> = digit_nll_fused(&plain, &allowed, &digits)
+                .expect("fused on flex")
                 .try_into_vec_as()
                 .unwrap();
             assert_close(&nll_p, &nll_c, &format!("digit nll plain device, {what}"));
@@ -662,11 +674,16 @@ fn fused_digit_nll_equals_composed_and_brute_force() {
                     (got - want).abs() <= 1e-5 * want.abs() + 1e-5,
                     "row {r}, {what}: fused {got} vs brute force {want}"
                 );
-                if !masked[r * ell..(r + 1) * ell].contains(&true) {
-                    assert_eq!(nll_f[r], 0.0, "nothing masked, {what}");
+                let one_class = carry_over && (0..v).filter(|&x| ok(x)).count() == 1;
+                if !masked[r * ell..(r + 1) * ell].contains(&true) || one_class {
+                    assert_eq!(nll_f[r], 0.0, "row {r}: nothing to predict, {what}");
                     assert!(g_f[r * v..(r + 1) * v].iter().all(|&g| g == 0.0));
                 }
             }
+        }
+        if v == 901 {
+            let ok0 = |x: usize| tables.digit_filter(rows.clone()).allows(0, x, v);
+            assert_eq!((0..v).filter(|&x| ok0(x)).count(), 1, "row 0 has one class");
         }
         // A row-mask filter falls back to the composed version, with the same values.
         let mut mask = vec![false; n * v];

@@ -54,15 +54,24 @@ fn resume_case(name: &str, cfg: &mdm_prime_core::config::RunConfig) {
     drop(b);
     let mut b = Trainer::open(cfg, RunDir::new(&dir_b), true, &d).unwrap();
     assert_eq!(b.state.step, k as u64);
-    // The binary that continued the run is on record beside the one that made it.
-    let version = std::fs::read_to_string(dir_b.join("version.txt")).unwrap();
+    // The binary that continued the run is on record beside the one that made it, from the
+    // resumed run's first checkpoint on (a resume that never checkpoints leaves no line).
+    let version = || std::fs::read_to_string(dir_b.join("version.txt")).unwrap();
     let code = mdm_prime::checkpoint::code_version();
-    assert_eq!(version, format!("{code}\nresumed at step {k} by {code}\n"));
+    assert_eq!(version(), format!("{code}\n"));
     assert_eq!(b.state.code_version, code);
     for _ in k..n {
         b.step(&data).unwrap();
     }
     assert_eq!(b.state.step, n as u64);
+    b.save().unwrap();
+    b.save().unwrap();
+    let resumed = format!("{code}\nresumed at step {k} by {code}\n");
+    assert_eq!(
+        version(),
+        resumed,
+        "one line per resume, not per checkpoint"
+    );
     let (wa, wb) = (weights(&a), weights(&b));
     assert_eq!(wa.len(), wb.len());
     for ((pa, va), (pb, vb)) in wa.iter().zip(&wb) {
