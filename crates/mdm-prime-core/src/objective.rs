@@ -30,6 +30,18 @@ impl Objective {
     }
 }
 
+impl std::str::FromStr for Objective {
+    type Err = String;
+
+    /// The names [`Display`](std::fmt::Display) writes (and configs use).
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Objective::Paper, Objective::Elbo, Objective::CrossEntropy]
+            .into_iter()
+            .find(|o| o.to_string() == s)
+            .ok_or_else(|| format!("unknown objective {s}: use paper, elbo or cross_entropy"))
+    }
+}
+
 impl std::fmt::Display for Objective {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -37,5 +49,19 @@ impl std::fmt::Display for Objective {
             Objective::Elbo => "elbo",
             Objective::CrossEntropy => "cross_entropy",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_an_unknown_one_is_named() {
+        for o in [Objective::Paper, Objective::Elbo, Objective::CrossEntropy] {
+            assert_eq!(o.to_string().parse::<Objective>(), Ok(o));
+        }
+        let err = "bound".parse::<Objective>().unwrap_err();
+        assert!(err.contains("bound") && err.contains("elbo"), "{err}");
     }
 }

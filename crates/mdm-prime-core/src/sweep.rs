@@ -425,21 +425,15 @@ pub fn plots(tokenizer: &str, runs: &[SweepRun], dir: &Path) -> Result<Vec<PathB
                     .map(|e| (r.ell as f64, e.paper_objective_ppl))
             })
             .collect();
-        let light = color.map(|c| c / 2 + 127);
         series.push(Series::new(
             format!("{name}: paper objective"),
             paper,
-            light,
+            light(color),
         ));
-        if let (Some(ar), Some(first), Some(last)) = (ar, masked.first(), masked.last())
-            && let Some(e) = ar.eval_of(set)
-        {
-            let line = vec![
-                (first.ell as f64, e.elbo_ppl),
-                (last.ell as f64, e.elbo_ppl),
-            ];
+        if let Some(e) = ar.and_then(|ar| ar.eval_of(set)) {
             let dark = color.map(|c| c / 2);
-            series.push(Series::new(format!("{name}: AR (exact)"), line, dark));
+            let name = format!("{name}: AR (exact)");
+            series.extend(flat_line(name, &masked, e.elbo_ppl, dark));
         }
     }
     // One plot `sweep-<tokenizer>-<what>.png`, when it has lines. The y axis is linear (the
@@ -522,15 +516,12 @@ pub fn plots(tokenizer: &str, runs: &[SweepRun], dir: &Path) -> Result<Vec<PathB
         nfe.push(Series::new(
             format!("T = {t}: closed form"),
             at(&|a| a.isr.as_ref().map(|i| i.nfe_expected)),
-            color.map(|c| c / 2 + 127),
+            light(color),
         ));
         wall.push(Series::new(format!("T = {t}"), at(&|a| a.wall_s), color));
     }
-    if let (Some(ar), Some(first), Some(last)) = (ar, masked.first(), masked.last())
-        && let Some(w) = ar.at_steps.last().and_then(|a| a.wall_s)
-    {
-        let line = vec![(first.ell as f64, w), (last.ell as f64, w)];
-        wall.push(Series::new("AR (L steps)", line, [34, 34, 34]));
+    if let Some(w) = ar.and_then(|ar| ar.at_steps.last()?.wall_s) {
+        wall.extend(flat_line("AR (L steps)".into(), &masked, w, [34, 34, 34]));
     }
     let nfe: Vec<Series> = nfe.into_iter().filter(|s| !s.points.is_empty()).collect();
     let wall: Vec<Series> = wall.into_iter().filter(|s| !s.points.is_empty()).collect();
@@ -540,6 +531,19 @@ pub fn plots(tokenizer: &str, runs: &[SweepRun], dir: &Path) -> Result<Vec<PathB
     let title = "sampling wall time against ell";
     plot("wall", title, x, "seconds for the samples", &wall)?;
     Ok(written)
+}
+
+/// A reference line at height `y` across the ℓ range of `runs` (none when `runs` is empty).
+fn flat_line(name: String, runs: &[&SweepRun], y: f64, color: [u8; 3]) -> Option<Series> {
+    let (first, last) = (runs.first()?, runs.last()?);
+    let points = vec![(first.ell as f64, y), (last.ell as f64, y)];
+    Some(Series::new(name, points, color))
+}
+
+/// `color` halfway to white (the paper objective beside the bound, a closed form beside the
+/// measurement).
+fn light(color: [u8; 3]) -> [u8; 3] {
+    color.map(|c| c / 2 + 127)
 }
 
 /// The numbers of sampling steps T measured in any of `runs`, ascending.

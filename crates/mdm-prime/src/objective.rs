@@ -75,7 +75,7 @@ pub fn elbo_terms_fused(
         carry_over,
     );
     let flat = logits.clone().reshape([b * l, v]);
-    let nll = crate::ops::digit_nll_fused(&flat, &allowed, &Arc::new(digits))?;
+    let nll = digit_nll_fused(&flat, &allowed, &Arc::new(digits))?;
     Some(nll.reshape([b, l]) * batch.weight.clone().reshape([b, 1]))
 }
 
@@ -93,11 +93,7 @@ fn digit_inputs(
         targets,
         masked: rows.iter().map(|&y| y == mask).collect(),
     };
-    let allowed = match carry_over {
-        true => tables.digit_filter(rows),
-        false => Allowed::All,
-    };
-    (allowed, digits)
+    (tables.filter(rows, carry_over), digits)
 }
 
 /// Logits in, weighted nats per token out: [`PrimeTables::log_probs`] then [`token_terms`].
@@ -202,10 +198,7 @@ pub fn masked_batch_loss<M: Denoiser>(
     if objective != Objective::Elbo {
         // Filter, log-softmax and gather fused (`ops::filtered_nll`, tested equal to the
         // composed `log_probs` + `token_terms` in value and gradient).
-        let allowed = match carry_over {
-            true => tables.digit_filter(rows),
-            false => Allowed::All,
-        };
+        let allowed = tables.filter(rows, carry_over);
         let _span = crate::profile::span("filter+log_softmax+loss (fused)");
         let nll = filtered_nll(logits.reshape([n, v]), allowed, Arc::new(targets));
         return (nll * weight).sum().div_scalar((b * l) as f64);

@@ -53,6 +53,14 @@ impl PrimeTables {
         }))
     }
 
+    /// [`Self::digit_filter`] of `rows` with `carry_over`, else every class ([`Allowed::All`]).
+    pub fn filter(&self, rows: Vec<u32>, carry_over: bool) -> Allowed {
+        match carry_over {
+            true => self.digit_filter(rows),
+            false => Allowed::All,
+        }
+    }
+
     /// The digit table on the host, `columns[j][x]` = digit j of token x (the fused kernels').
     pub fn digit_columns(&self) -> Arc<Vec<Vec<u32>>> {
         self.columns.clone()
@@ -132,11 +140,7 @@ impl PrimeTables {
         if !logits.is_autodiff() {
             // Inference (sampling, evaluation): one fused pass, `ops::filtered_log_softmax`.
             let [b, l, v] = logits.dims();
-            let allowed = if carry_over {
-                self.digit_filter(host_digits(yt.clone()))
-            } else {
-                Allowed::All
-            };
+            let allowed = self.filter(host_digits(yt.clone()), carry_over);
             let flat = logits.clone().reshape([b * l, v]);
             if let Some(lp) = crate::ops::filtered_log_softmax(&flat, &allowed) {
                 return lp.reshape([b, l, v]);

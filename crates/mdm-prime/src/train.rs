@@ -476,9 +476,11 @@ impl Trainer {
         ])?;
         // The first checkpoint of a resumed run records the binary that continued it (a resume
         // that fails or stops before checkpointing trained nothing, and leaves no line).
-        let resumed = self.resumed.lock().map(|mut r| r.take()).unwrap_or(None);
-        if let Some(line) = resumed {
-            checkpoint::append_line(&self.run.version(), &line)?;
+        if let Ok(mut resumed) = self.resumed.lock()
+            && let Some(line) = resumed.as_deref()
+        {
+            checkpoint::append_line(&self.run.version(), line)?;
+            *resumed = None; // written: not again (a failed write is retried at the next save)
         }
         plot_metrics(&self.run, &self.cfg.metric_names())
     }

@@ -270,12 +270,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "bf16" => Precision::Bf16,
         other => bail!("--precision {other}: use f32 or bf16"),
     };
-    let objective = match args.objective.as_deref() {
+    let objective: Option<Objective> = match args.objective.as_deref() {
         None => None,
-        Some("paper") => Some(Objective::Paper),
-        Some("elbo") => Some(Objective::Elbo),
-        Some("cross_entropy") => Some(Objective::CrossEntropy),
-        Some(other) => bail!("--objective {other}: use paper, elbo or cross_entropy"),
+        Some(name) => Some(
+            name.parse()
+                .map_err(|e| anyhow::anyhow!("--objective: {e}"))?,
+        ),
     };
     let spec = mdm_prime::device::parse(&args.device)?;
     let device = mdm_prime::device::open_one(&spec, "bench")?;

@@ -10,9 +10,9 @@
 //! ∂/∂z_x = Σ_{j masked} (p_A(x) − [x ∈ S_j]·e^{z_x − lse_{S_j}}),     p_A = softmax over A.
 //! ```
 //!
-//! The composed version (mask_fill, log_softmax, one masked log-sum-exp per digit, as
-//! [`crate::subtoken::PrimeTables::digit_log_marginals_at`] does on `[B, L, V]`) is the oracle and
-//! the fallback. At GPT-2's V = 50,257 and ℓ = 4 the composed one materialises a dozen `N × V`
+//! The composed version ([`digit_nll_composed`]: mask_fill, log_softmax, one masked log-sum-exp
+//! per digit, as [`crate::subtoken::PrimeTables::digit_log_marginals_at`] does on `[B, L, V]`) is
+//! the test oracle; off flex the callers keep their tensor path. At GPT-2's V = 50,257 and ℓ = 4 the composed one materialises a dozen `N × V`
 //! tensors forward and more backward, most of them on one core (`mdm-prime bench --objective
 //! elbo --profile`, docs/performance.md).
 
@@ -57,17 +57,17 @@ impl DigitTargets {
     }
 }
 
-/// `f` further restricted to the classes whose digit in `col` is `y`; `None` for a row mask
-/// ([`Allowed::Mask`] rows fall back to the composed version).
-fn restrict<'a>(f: &RowFilter<'a>, col: &'a [u32], y: u32) -> Option<RowFilter<'a>> {
+/// `f` further restricted to the classes whose digit in `col` is `y` (a digit filter or none:
+/// [`digit_nll_fused`] does not take row masks).
+fn restrict<'a>(f: &RowFilter<'a>, col: &'a [u32], y: u32) -> RowFilter<'a> {
     match f {
-        RowFilter::All => Some(RowFilter::Digits(vec![(col, y)])),
+        RowFilter::All => RowFilter::Digits(vec![(col, y)]),
         RowFilter::Digits(d) => {
             let mut d = d.clone();
             d.push((col, y));
-            Some(RowFilter::Digits(d))
+            RowFilter::Digits(d)
         }
-        RowFilter::Mask(_) => None,
+        RowFilter::Mask(_) => unreachable!("digit_nll_fused refuses row masks"),
     }
 }
 
@@ -113,8 +113,7 @@ impl WithSimd for Lses<'_> {
             let f = self.allowed.row(r, self.v);
             out.push(row_lse(z, &f));
             for (col, y) in self.digits.masked_digits(r) {
-                let fj = restrict(&f, col, y).expect("checked: no row masks");
-                out.push(row_lse(z, &fj));
+                out.push(row_lse(z, &restrict(&f, col, y)));
             }
         }
     }
@@ -147,8 +146,7 @@ impl WithSimd for Grads<'_> {
             let f = self.allowed.row(r, v);
             row_add(z, &f, lse[0], g * k as f32, out);
             for ((col, y), &lse_j) in self.digits.masked_digits(r).zip(&lse[1..]) {
-                let fj = restrict(&f, col, y).expect("checked: no row masks");
-                row_add(z, &fj, lse_j, -g, out);
+                row_add(z, &restrict(&f, col, y), lse_j, -g, out);
             }
         }
     }
@@ -201,7 +199,11 @@ impl Backward<Flex, 1> for DigitNllBackward {
 
 /// `Σ_{j masked} −log p̄_j(digit_j(x₀))` per row: the valid bound's unweighted terms (design
 /// §4.5) from logits `[N, V]`, `p` the softmax restricted to each row's allowed classes and `p̄_j`
-/// its marginal on digit j: [`digit_nll_fused`] where it runs, [`digit_nll_composed`] elsewhere.
+/// its marginal on digit j. Fused: on an f32 flex tensor (with autodiff: its backward recorded)
+/// and a digit filter or none, two passes over each row per set `A`, `S_j` forward (maximum,
+/// then sum) and one per set backward, rows in parallel. `None` otherwise (another device, a
+/// row-mask filter, no rows): the caller keeps its tensor path
+/// ([`crate::subtoken::PrimeTables::digit_log_marginals_at`], digits compared on the device).
 ///
 /// # Panics
 /// When a target is not below V or not allowed in its row (the loss would be infinite), or the
@@ -209,20 +211,6 @@ impl Backward<Flex, 1> for DigitNllBackward {
 ///
 /// # Shapes
 /// `logits: [N, V]`, `digits`: N targets, `N·ℓ` flags → `[N]`.
-pub fn digit_nll(logits: Tensor<2>, allowed: Allowed, digits: Arc<DigitTargets>) -> Tensor<1> {
-    digit_nll_fused(&logits, &allowed, &digits)
-        .unwrap_or_else(|| digit_nll_composed(logits, allowed, &digits))
-}
-
-/// [`digit_nll`] fused: on an f32 flex tensor (with autodiff: its backward recorded) and a digit
-/// filter or none, two passes over each row per set `A`, `S_j` forward (maximum, then sum) and
-/// one per set backward, rows in parallel. `None` otherwise (another device, a row-mask
-/// filter, no rows): the caller keeps its own tensor path — [`digit_nll_composed`] builds
-/// `N × V` masks on the host, fine as an oracle, slow on a GPU, where
-/// [`crate::subtoken::PrimeTables::digit_log_marginals_at`] compares digits on the device.
-///
-/// # Panics
-/// As [`digit_nll`].
 pub fn digit_nll_fused(
     logits: &Tensor<2>,
     allowed: &Allowed,
@@ -299,9 +287,9 @@ fn check(n: usize, v: usize, allowed: &Allowed, digits: &DigitTargets) {
     allowed.check_targets(&digits.targets, v, "digit_nll");
 }
 
-/// [`digit_nll`] from burn's differentiable primitives: `mask_fill(−∞)` and `log_softmax` over
-/// the allowed classes, then per digit a `mask_fill` to the classes sharing the target's digit
-/// and a log-sum-exp (its test oracle and its fallback off flex).
+/// [`digit_nll_fused`] from burn's differentiable primitives: `mask_fill(−∞)` and `log_softmax`
+/// over the allowed classes, then per digit a `mask_fill` to the classes sharing the target's
+/// digit (masks built on the host) and a log-sum-exp: its test oracle, for any filter.
 pub fn digit_nll_composed(logits: Tensor<2>, allowed: Allowed, digits: &DigitTargets) -> Tensor<1> {
     let [n, v] = logits.dims();
     let device = logits.device();

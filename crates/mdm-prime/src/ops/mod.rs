@@ -33,7 +33,7 @@ pub use conv::{
     conv2d_module, conv2d_module_nhwc, conv2d_same, conv2d_same_composed, conv2d_same_nhwc,
 };
 pub use conv_relu::{Stride, conv2d_relu, conv2d_relu_composed};
-pub use digit_nll::{DigitTargets, digit_nll, digit_nll_composed, digit_nll_fused};
+pub use digit_nll::{DigitTargets, digit_nll_composed, digit_nll_fused};
 pub use dropout::dropout;
 pub use gelu::{gelu_tanh, gelu_tanh_composed};
 pub use group_norm::{GN_EPS, group_norm_silu, group_norm_silu_composed};
