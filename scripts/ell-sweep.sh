@@ -9,8 +9,8 @@
 #                    and the autoregressive baseline;
 #   bytes (V = 256): ℓ ∈ {1, 2, 4, 8} (paper objective), ℓ = 4 on the valid bound, and the
 #                    autoregressive baseline.
-# (For ℓ = 1 the paper objective is the valid bound, so an ℓ = 1 "elbo" run would repeat the ℓ = 1
-# run exactly; it is not trained twice.) Then, per run: `eval` on the validation split, Penn
+# (For ℓ = 1 the paper objective is the valid bound, term for term, so an ℓ = 1 "elbo" run would
+# repeat the ℓ = 1 run up to float rounding in the loss kernel; it is not trained twice.) Then, per run: `eval` on the validation split, Penn
 # Treebank and Moby-Dick (valid-bound perplexity ± s.e., the paper objective, the unigram floor);
 # `sample` at T ∈ {L/4, L/2, L} steps (NFE, idle steps, wall time); `genppl` of those samples
 # under the sweep's autoregressive run of the same tokenizer (or, for GPT-2 tokens, under
