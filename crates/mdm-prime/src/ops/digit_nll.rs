@@ -27,10 +27,8 @@ use burn_flex::{Flex, FlexTensor};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::nll::{RowFilter, row_lse};
-use super::{
-    Allowed, LANES, contiguous, custom_unary, exp_f32, f32s, flex_from, rows_per_task, simd,
-};
+use super::nll::{RowFilter, row_lse, row_map};
+use super::{Allowed, contiguous, custom_unary, exp_f32, f32s, flex_from, rows_per_task, simd};
 
 /// The clean tokens of N rows and which of their ℓ sub-tokens are masked (the terms that count).
 #[derive(Debug)]
@@ -74,20 +72,8 @@ fn restrict<'a>(f: &RowFilter<'a>, col: &'a [u32], y: u32) -> RowFilter<'a> {
 /// `out[x] += scale·e^{z_x − m − log Σ}` on the classes `f` allows.
 #[inline(always)]
 fn row_add(z: &[f32], f: &RowFilter, (m, log_sum): (f32, f32), scale: f32, out: &mut [f32]) {
-    let full = z.len() / LANES * LANES;
-    for i in (0..full).step_by(LANES) {
-        let ok = f.chunk(i);
-        let (c, o) = (&z[i..i + LANES], &mut out[i..i + LANES]);
-        for k in 0..LANES {
-            let e = scale * exp_f32((c[k] - m) - log_sum);
-            o[k] += if ok[k] { e } else { 0.0 };
-        }
-    }
-    for i in full..z.len() {
-        if f.one(i) {
-            out[i] += scale * exp_f32((z[i] - m) - log_sum);
-        }
-    }
+    let value = |x: f32| scale * exp_f32((x - m) - log_sum);
+    row_map(z, f, value, |o, y, ok| o + if ok { y } else { 0.0 }, out);
 }
 
 /// Per row: `lse_A` and `lse_{S_j}` of each masked digit j in order, as `(m, log Σ)` pairs.

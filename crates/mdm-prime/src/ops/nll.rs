@@ -221,21 +221,33 @@ fn row_write(
     fill: f32,
     out: &mut [f32],
 ) {
-    let full = z.len() / LANES * LANES;
     let value = |x: f32| match scale {
         Some(g) => g * exp_f32((x - m) - log_sum),
         None => (x - m) - log_sum,
     };
+    row_map(z, f, value, |_, y, ok| if ok { y } else { fill }, out);
+}
+
+/// `out[x] = combine(out[x], value(z[x]), allowed(x))` over one row, 16 classes at a time (the
+/// loop [`row_write`] and the digit kernel's accumulation share).
+#[inline(always)]
+pub(super) fn row_map(
+    z: &[f32],
+    f: &RowFilter,
+    value: impl Fn(f32) -> f32,
+    combine: impl Fn(f32, f32, bool) -> f32,
+    out: &mut [f32],
+) {
+    let full = z.len() / LANES * LANES;
     for i in (0..full).step_by(LANES) {
         let ok = f.chunk(i);
         let (c, o) = (&z[i..i + LANES], &mut out[i..i + LANES]);
         for k in 0..LANES {
-            let y = value(c[k]);
-            o[k] = if ok[k] { y } else { fill };
+            o[k] = combine(o[k], value(c[k]), ok[k]);
         }
     }
     for i in full..z.len() {
-        out[i] = if f.one(i) { value(z[i]) } else { fill };
+        out[i] = combine(out[i], value(z[i]), f.one(i));
     }
 }
 
