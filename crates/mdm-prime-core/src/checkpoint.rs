@@ -4,7 +4,7 @@
 //! `mdm-prime` crate turns these into and from module parameters;
 //! keeping the byte-level reading here lets it be fuzzed without building burn.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
@@ -116,7 +116,44 @@ pub fn serialize(
         .collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     metadata.insert(CHECKSUM_KEY.into(), format!("{:016x}", checksum(&sorted)));
-    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
+    sorted_header(bytes)
+}
+
+/// `bytes` (a safetensors file) with the keys of its JSON header in sorted order. safetensors
+/// writes the metadata in a `HashMap`'s order, which changes from process to process, so two
+/// runs with bit-identical weights wrote files that differed in the header; sorted, identical
+/// tensors and metadata give identical files (`cmp`, `sha256sum`). The header keeps the padding
+/// to a multiple of 8 bytes that aligns the data; the offsets, relative to its end, stay valid.
+fn sorted_header(bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    #[derive(Serialize)]
+    struct Header {
+        #[serde(rename = "__metadata__", skip_serializing_if = "Option::is_none")]
+        metadata: Option<BTreeMap<String, String>>,
+        #[serde(flatten)]
+        tensors: BTreeMap<String, serde_json::Value>,
+    }
+    let len = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(|b| u64::from_le_bytes(b) as usize)
+        .filter(|&n| bytes.len() >= 8 + n)
+        .ok_or("safetensors wrote a truncated header")?;
+    let mut tensors: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + len]).map_err(|e| e.to_string())?;
+    let metadata = tensors
+        .remove("__metadata__")
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let mut header =
+        serde_json::to_vec(&Header { metadata, tensors }).map_err(|e| e.to_string())?;
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + bytes.len() - 8 - len);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&bytes[8 + len..]);
+    Ok(out)
 }
 
 /// The tensors of a safetensors file as `name → (shape, values)`, plus its metadata.
@@ -272,6 +309,35 @@ impl FloatTensors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_tensors_and_metadata_give_equal_files() {
+        // Each HashMap iterates in its own random order; the files must not depend on it.
+        let values: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37)).collect();
+        let tensors = vec![
+            ("b.weight".to_string(), vec![2, 3], values[..24].to_vec()),
+            ("a".to_string(), vec![4], values[24..].to_vec()),
+        ];
+        let files: Vec<Vec<u8>> = (0..8)
+            .map(|_| {
+                let meta: HashMap<String, String> = (0..12)
+                    .map(|k| (format!("key{k}"), format!("value {k}")))
+                    .collect();
+                serialize(&tensors, meta).unwrap()
+            })
+            .collect();
+        assert!(files.iter().all(|f| f == &files[0]));
+        let header_len = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+        assert_eq!(header_len % 8, 0, "the data stays 8-byte aligned");
+        let (t, m) = parse_safetensors(Path::new("m.safetensors"), &files[0]).unwrap();
+        assert_eq!(t["a"].0, vec![4]);
+        assert_eq!(t["b.weight"].1.len(), 6);
+        assert_eq!((m.len(), m["key11"].as_str()), (13, "value 11"));
+        // The stock reader agrees on every tensor's bytes.
+        let st = safetensors::SafeTensors::deserialize(&files[0]).unwrap();
+        assert_eq!(st.tensor("b.weight").unwrap().data(), &values[..24]);
+        assert_eq!(st.tensor("a").unwrap().data(), &values[24..]);
+    }
 
     #[test]
     fn safetensors_round_trip_and_a_flipped_byte_is_caught() {
