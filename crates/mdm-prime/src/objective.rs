@@ -54,19 +54,21 @@ pub fn token_terms(
     }
 }
 
-/// The valid bound's weighted terms `[B, L]` of a noised batch straight from its logits, fused
-/// ([`crate::ops::digit_nll_fused`]): what [`token_terms`] with [`Objective::Elbo`] gives from
-/// the log-probabilities, without ℓ log-sum-exps over `B × L × V`. `None` where the fused op
-/// does not run (off flex): use [`token_terms`] there.
+/// Evaluation's weighted terms `[valid bound, paper objective]`, each `[B, L]`, of a noised batch
+/// straight from its logits, fused: the bound through [`crate::ops::digit_nll_fused`], the paper
+/// objective through [`filtered_nll`], both with one carry-over filter built from the batch's
+/// host copy of `y_t`. What [`token_terms`] gives from [`PrimeTables::log_probs`], without
+/// materialising the `B × L × V` log-probabilities or ℓ log-sum-exps over them. `None` where the
+/// fused ops do not run (off flex): use [`token_terms`] there.
 ///
 /// # Shapes
-/// `logits: [B, L, V]` → `[B, L]`.
-pub fn elbo_terms_fused(
+/// `logits: [B, L, V]` → two `[B, L]`.
+pub fn eval_terms_fused(
     tables: &PrimeTables,
     logits: &Tensor<3>,
     batch: &NoisedBatch,
     carry_over: bool,
-) -> Option<Tensor<2>> {
+) -> Option<[Tensor<2>; 2]> {
     let [b, l, v] = logits.dims();
     let (allowed, digits) = digit_inputs(
         tables,
@@ -74,9 +76,16 @@ pub fn elbo_terms_fused(
         batch.x0_host.clone(),
         carry_over,
     );
+    let targets = Arc::new(batch.x0_host.clone());
+    let digits = Arc::new(digits);
     let flat = logits.clone().reshape([b * l, v]);
-    let nll = digit_nll_fused(&flat, &allowed, &Arc::new(digits))?;
-    Some(nll.reshape([b, l]) * batch.weight.clone().reshape([b, 1]))
+    let weight = batch.weight.clone().reshape([b, 1]);
+    let bound = digit_nll_fused(&flat, &allowed, &digits)?;
+    let paper = {
+        let _span = crate::profile::span("filter+log_softmax+loss (fused)");
+        filtered_nll(flat, allowed, targets)
+    };
+    Some([bound, paper].map(|nll| nll.reshape([b, l]) * weight.clone()))
 }
 
 /// The fused kernels' view of N rows: the carry-over filter of their sub-tokens (`rows`, `N·ℓ`,

@@ -139,9 +139,12 @@ pub trait Denoiser: Module + Sized + 'static {
         carry_over: bool,
     ) -> [Tensor<2>; 2] {
         let logits = self.logits(batch.yt.clone(), sigma);
-        let fused = crate::objective::elbo_terms_fused(tables, &logits, batch, carry_over);
+        if let Some(terms) = crate::objective::eval_terms_fused(tables, &logits, batch, carry_over)
+        {
+            return terms;
+        }
         let lp = tables.log_probs(logits, batch.yt.clone(), carry_over);
-        let terms = |obj| {
+        [Objective::Elbo, Objective::Paper].map(|obj| {
             crate::objective::token_terms(
                 obj,
                 tables,
@@ -150,11 +153,7 @@ pub trait Denoiser: Module + Sized + 'static {
                 batch.x0.clone(),
                 batch.weight.clone(),
             )
-        };
-        [
-            fused.unwrap_or_else(|| terms(Objective::Elbo)),
-            terms(Objective::Paper),
-        ]
+        })
     }
 
     /// Whether [`Denoiser::eval_terms`] is exact: independent of the time and the masks, so

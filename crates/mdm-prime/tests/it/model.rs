@@ -177,14 +177,14 @@ fn masked_positions_only_loss_equals_the_full_loss() {
     }
 }
 
-/// Evaluation's valid-bound terms, fused from the logits on the plain device, equal the
-/// composed ones from the log-probabilities ([`token_terms`]), with and without carry-over, for
-/// ℓ = 1, 2 and 4; the paper objective's terms are the composed ones.
+/// Evaluation's terms (valid bound and paper objective), fused from the logits on the plain
+/// device, equal the composed ones from the log-probabilities ([`token_terms`]), with and
+/// without carry-over, for ℓ = 1, 2 and 4.
 #[test]
 fn evaluation_terms_equal_the_composed_objectives() {
     use mdm_prime::batch::noised_batch;
     use mdm_prime::model::Denoiser;
-    use mdm_prime::objective::{elbo_terms_fused, token_terms};
+    use mdm_prime::objective::{eval_terms_fused, token_terms};
     use mdm_prime_core::Objective;
     use rand::SeedableRng;
 
@@ -205,7 +205,7 @@ fn evaluation_terms_equal_the_composed_objectives() {
             // The fused path runs here (else this would compare the composed terms with
             // themselves).
             let logits = model.logits(batch.yt.clone(), &sigma);
-            assert!(elbo_terms_fused(&tables, &logits, &batch, carry).is_some());
+            assert!(eval_terms_fused(&tables, &logits, &batch, carry).is_some());
             let [elbo, paper] = model.eval_terms(&tables, &batch, &sigma, carry);
             let lp = model.log_probs(&tables, batch.yt.clone(), &sigma, carry);
             let composed = |obj| -> Vec<f32> {
