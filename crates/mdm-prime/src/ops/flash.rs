@@ -14,7 +14,8 @@
 //! two SIMD vectors of accumulators) in `pulp`'s explicit SIMD (AVX2/FMA here). The
 //! forward pass is parallel over (sequence·head, query block); the backward over
 //! (sequence·head, key chunk), each task summing its share of `dQ` into its own buffer when a
-//! head is split (only when there are fewer heads than twice the threads).
+//! head is split (only when there are fewer than [`TASKS`] heads; the split follows the shape,
+//! not the thread count, so the results have the same bits on any number of threads).
 
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
@@ -25,6 +26,13 @@ use super::{LANES, exp_f32, simd};
 pub(super) const BLOCK: usize = 64;
 /// Rows of the register tile of [`gemm`].
 const MR: usize = 6;
+/// Fewest tasks of the backward pass when a head's keys can be split: two per thread on up to
+/// 8 threads. A fixed number, not one from the thread count, so that the dQ shares (one per
+/// task) are added in the same order everywhere. A split costs a `dQ`-sized buffer per task and
+/// a pass adding them: at the L = 1024 bench shape (8 heads, 2 key chunks each) the backward's
+/// CPU time was within the noise of the unsplit one; with 32 (4 chunks) it was about 10 %
+/// slower (`tiled_attention_timing`, six alternating runs each, docs/performance.md).
+const TASKS: usize = 16;
 
 /// Sizes of one attention call on `[n, l, hd]` heads.
 #[derive(Debug, Clone, Copy)]
@@ -386,13 +394,12 @@ pub(super) fn backward(
         .zip(o.par_chunks(hd))
         .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum())
         .collect();
-    // Split each head's keys into `chunks` tasks so that there are about two tasks per thread;
-    // a split head sums its tasks' dQ shares afterwards (in task order: deterministic for a
-    // given thread count).
+    // Split each head's keys into `chunks` tasks so that there are at least [`TASKS`] in all; a
+    // split head sums its tasks' dQ shares afterwards, in task order. The split depends on the
+    // shape only, never on the thread count, so the gradients have the same bits on any machine
+    // (of one instruction set) and any `RAYON_NUM_THREADS`.
     let blocks = l.div_ceil(BLOCK);
-    let chunks = (2 * rayon::current_num_threads())
-        .div_ceil(n)
-        .clamp(1, blocks);
+    let chunks = TASKS.div_ceil(n).clamp(1, blocks);
     let chunk_rows = blocks.div_ceil(chunks) * BLOCK;
     let chunks = l.div_ceil(chunk_rows);
     let (mut dk, mut dv) = (vec![0.0f32; n * head], vec![0.0f32; n * head]);
@@ -455,6 +462,13 @@ mod tests {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         (0..len).map(|_| rng.random_range(-scale..scale)).collect()
+    }
+
+    /// `[q, k, v]` in [−2, 2) and `dO` in [−1, 1) for `h`, from seeds `seed .. seed + 4`.
+    fn inputs(h: Heads, seed: u64) -> ([Vec<f32>; 3], Vec<f32>) {
+        let len = h.n * h.l * h.hd;
+        let qkv = [0, 1, 2].map(|i| values(len, seed + i, 2.0));
+        (qkv, values(len, seed + 3, 1.0))
     }
 
     /// Attention by the textbook, in f64, with the whole `L × L` matrix: `[o, lse, dq, dk, dv]`.
@@ -545,13 +559,7 @@ mod tests {
         ] {
             for causal in [false, true] {
                 let h = Heads { n, l, hd, causal };
-                let len = n * l * hd;
-                let (q, k, v) = (
-                    values(len, 1, 2.0),
-                    values(len, 2, 2.0),
-                    values(len, 3, 2.0),
-                );
-                let d_o = values(len, 4, 1.0);
+                let ([q, k, v], d_o) = inputs(h, 1);
                 let (o, lse) = forward(&q, &k, &v, h);
                 let [dq, dk, dv] = backward([&q, &k, &v], &o, &lse, &d_o, h);
                 let want = naive(&q, &k, &v, &d_o, h);
@@ -561,6 +569,46 @@ mod tests {
                 assert_close(&dq, &want[2], &what("dq"));
                 assert_close(&dk, &want[3], &what("dk"));
                 assert_close(&dv, &want[4], &what("dv"));
+            }
+        }
+    }
+
+    #[test]
+    fn backward_gives_the_same_bits_on_any_thread_count() {
+        // Two heads of L = 512: split into key chunks (dQ summed from shares) whatever the
+        // pool; the split used to follow the thread count (one chunk on 1 or 2 threads, eight
+        // on 8), and with it the order of the dQ additions.
+        for causal in [false, true] {
+            let h = Heads {
+                n: 2,
+                l: 512,
+                hd: 32,
+                causal,
+            };
+            let ([q, k, v], d_o) = inputs(h, 5);
+            let bits = |threads: usize| -> Vec<Vec<u32>> {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let (o, lse) = forward(&q, &k, &v, h);
+                    let [dq, dk, dv] = backward([&q, &k, &v], &o, &lse, &d_o, h);
+                    [o, dq, dk, dv]
+                        .iter()
+                        .map(|x| x.iter().map(|f| f.to_bits()).collect())
+                        .collect()
+                })
+            };
+            let one = bits(1);
+            for threads in [2, 3, 8, 16] {
+                let got = bits(threads);
+                for (name, (a, b)) in ["o", "dq", "dk", "dv"].iter().zip(one.iter().zip(&got)) {
+                    assert!(
+                        a == b,
+                        "{name} on {threads} threads differs from 1 thread (causal = {causal})"
+                    );
+                }
             }
         }
     }
@@ -588,13 +636,7 @@ mod tests {
             hd: 64,
             causal: false,
         };
-        let len = h.n * h.l * h.hd;
-        let (q, k, v) = (
-            values(len, 1, 2.0),
-            values(len, 2, 2.0),
-            values(len, 3, 2.0),
-        );
-        let d_o = values(len, 4, 1.0);
+        let ([q, k, v], d_o) = inputs(h, 1);
         let mm = 2.0 * (h.n * h.l * h.l * h.hd) as f64;
         let reps = 10;
         let (qf, kf) = (
